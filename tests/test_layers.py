@@ -1,0 +1,169 @@
+"""The MoD mechanism: channel selection, routing and the three fusions, independent of any model family."""
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from timm_mod import ChannelSelector, MoDBlock
+
+C, H, W = 32, 5, 5
+
+
+class Recorder(nn.Module):
+    """A k -> k block that doubles its input and remembers what it saw."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.conv = nn.Conv2d(k, k, 1, bias=False)  # a parameter, so the block is a real trainable block
+        nn.init.dirac_(self.conv.weight)
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x.detach().clone()
+        return 2 * self.conv(x)
+
+
+def _reference_selection(block: MoDBlock, x: torch.Tensor):
+    """Scores and indices computed by hand from the selector's weights (not through its forward)."""
+    sel = block.selector
+    s = torch.sigmoid(torch.relu(x.mean((2, 3)) @ sel.fc1.weight.t()) @ sel.fc2.weight.t())
+    order = torch.argsort(s, dim=1, descending=True)[:, :block.k]
+    return s.gather(1, order), order
+
+
+def _make(fusion='first', routing='topk', c=8):
+    torch.manual_seed(0)
+    return MoDBlock(C, Recorder, c=c, reduction=4, fusion=fusion, routing=routing).eval()
+
+
+def test_k_is_channels_floor_div_c():
+    assert _make(c=8).k == 4
+    assert MoDBlock(30, Recorder, c=8).k == 3
+
+
+def test_first_fusion_adds_to_first_k_and_leaves_the_rest_untouched():
+    block = _make('first')
+    x = torch.randn(3, C, H, W)
+    out = block(x)
+    scores, idx = _reference_selection(block, x)
+    k = block.k
+    selected = torch.stack([x[b, idx[b]] for b in range(x.shape[0])])
+    expected = x[:, :k] + 2 * selected * scores[:, :, None, None]
+    torch.testing.assert_close(out[:, :k], expected)
+    assert torch.equal(out[:, k:], x[:, k:])
+
+
+def test_last_fusion_adds_to_last_k():
+    block = _make('last')
+    x = torch.randn(3, C, H, W)
+    out = block(x)
+    scores, idx = _reference_selection(block, x)
+    k = block.k
+    selected = torch.stack([x[b, idx[b]] for b in range(x.shape[0])])
+    torch.testing.assert_close(out[:, C - k:], x[:, C - k:] + 2 * selected * scores[:, :, None, None])
+    assert torch.equal(out[:, :C - k], x[:, :C - k])
+
+
+def test_original_fusion_adds_back_at_selected_positions():
+    block = _make('original')
+    x = torch.randn(3, C, H, W)
+    out = block(x)
+    scores, idx = _reference_selection(block, x)
+    for b in range(x.shape[0]):
+        chosen = set(idx[b].tolist())
+        for ch in range(C):
+            if ch in chosen:
+                j = idx[b].tolist().index(ch)
+                torch.testing.assert_close(out[b, ch], x[b, ch] * (1 + 2 * scores[b, j]))
+            else:
+                assert torch.equal(out[b, ch], x[b, ch])
+
+
+def test_block_sees_selected_channels_in_descending_score_order():
+    block = _make()
+    x = torch.randn(2, C, H, W)
+    block(x)
+    _, idx = _reference_selection(block, x)
+    for b in range(2):
+        assert torch.equal(block.block.seen[b], x[b, idx[b]])
+
+
+def test_routing_is_per_sample():
+    block = _make()
+    x = torch.randn(4, C, H, W)
+    batched = block(x)
+    for b in range(4):
+        torch.testing.assert_close(block(x[b:b + 1])[0], batched[b])
+    _, idx = _reference_selection(block, x)
+    assert len({tuple(sorted(i.tolist())) for i in idx}) > 1, 'all samples picked the same channels'
+
+
+def test_selector_receives_gradients_through_the_score_scaling():
+    block = _make().train()
+    block(torch.randn(2, C, H, W)).square().sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_output_shape_is_static():
+    block = _make()
+    for b in (1, 3):
+        assert block(torch.randn(b, C, 7, 9)).shape == (b, C, 7, 9)
+
+
+def test_k_below_one_fails_at_construction_naming_block_c_and_C():
+    with pytest.raises(ValueError, match=r'layer1\.1.*32 // 64'):
+        MoDBlock(32, Recorder, c=64, name='layer1.1')
+
+
+@pytest.mark.parametrize('c', [0, -1, 2.5, '8'])
+def test_bad_c_fails(c):
+    with pytest.raises(ValueError, match='mod_c'):
+        MoDBlock(C, Recorder, c=c)
+
+
+def test_unknown_fusion_and_routing_fail():
+    with pytest.raises(ValueError, match='mod_fusion'):
+        MoDBlock(C, Recorder, c=8, fusion='middle')
+    with pytest.raises(ValueError, match='mod_routing'):
+        MoDBlock(C, Recorder, c=8, routing='best')
+
+
+def test_selector_returns_topk_of_its_scores():
+    torch.manual_seed(0)
+    sel = ChannelSelector(C, 5, reduction=4)
+    scores, idx = sel(torch.randn(2, C, H, W))
+    assert scores.shape == idx.shape == (2, 5)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert not any(p.numel() == C for p in (sel.fc1.bias, sel.fc2.bias) if p is not None)
+
+
+def test_random_routing_has_no_selector_and_no_parameters_beyond_the_block():
+    block = _make(routing='random')
+    assert block.selector is None
+    assert sum(p.numel() for p in block.parameters()) == sum(p.numel() for p in block.block.parameters())
+
+
+def test_random_routing_is_reproducible_in_eval_and_random_in_training():
+    block = _make(routing='random')
+    x = torch.randn(8, C, H, W)
+    assert torch.equal(block(x), block(x))
+    block.train()
+    picks = {tuple(block.route(x)[1][0].tolist()) for _ in range(5)}
+    assert len(picks) > 1
+
+
+@pytest.mark.parametrize('routing', ['topk', 'random'])
+def test_checkpoint_recompute_selects_the_same_channels(routing):
+    block = _make(routing=routing).train()
+    x = torch.randn(4, C, H, W)
+
+    def grads(use_checkpoint):
+        block.zero_grad()
+        inp = x.clone().requires_grad_()
+        torch.manual_seed(123)
+        out = checkpoint(block, inp, use_reentrant=False) if use_checkpoint else block(inp)
+        out.square().sum().backward()
+        return inp.grad
+
+    torch.testing.assert_close(grads(True), grads(False))

@@ -1,0 +1,157 @@
+"""The registered models: fidelity to the paper's tables and the timm model interface."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import timm
+
+import timm_mod
+from timm_mod import MoDBlock
+from timm_mod.complexity import count_gmacs, count_params_m
+from timm_mod.paper import PAPER
+
+OURS = timm_mod.list_models()
+IMAGENET_RESNETS = [n for n in OURS if n.startswith('resnet') and 'cifar' not in n]
+SMALL = ['resnet18_mod', 'resnet50_mod', 'mobilenetv2_mod', 'resnet18_mod_cifar', 'vgg16_bn_mod_cifar']
+
+
+def test_every_paper_model_is_registered():
+    expected = {n for n in PAPER if n not in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'mobilenetv2_100')}
+    assert expected <= set(OURS)
+    assert set(timm.list_models()) >= expected
+
+
+@pytest.mark.parametrize('name', [n for n in PAPER if n in OURS])
+def test_params_match_paper(name):
+    row = PAPER[name]
+    model = timm.create_model(name)
+    assert abs(count_params_m(model) - row.params_m) < 0.01
+    if row.params_m_c100 is not None:
+        assert abs(count_params_m(timm.create_model(name, num_classes=100)) - row.params_m_c100) < 0.01
+
+
+@pytest.mark.parametrize('name', [n for n in PAPER if n in OURS])
+def test_macs_match_paper(name):
+    # fvcore counts conv/linear MACs only: ~1 % under the paper's counter on ResNets, ~2 % on MobileNetV2
+    tolerance = 0.025 if name in IMAGENET_RESNETS else 0.03
+    gmacs = count_gmacs(timm.create_model(name))
+    assert abs(gmacs / PAPER[name].gmacs - 1) < tolerance
+
+
+@pytest.mark.parametrize('name', IMAGENET_RESNETS + ['mobilenetv2_mod', 'mobilenetv2_mod_l'])
+def test_every_second_block_of_each_stage_is_mod(name):
+    model = timm.create_model(name, device='meta')
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4] if hasattr(model, 'layer1') else model.blocks
+    for stage in stages:
+        for i, block in enumerate(stage):
+            assert isinstance(block, MoDBlock) == (i % 2 == 1), f'{name} block {i}'
+
+
+def test_variants_carry_their_fusion_and_routing():
+    def mod_blocks(name):
+        return [m for m in timm.create_model(name, device='meta').modules() if isinstance(m, MoDBlock)]
+    assert all(b.fusion == 'last' for b in mod_blocks('resnet50_mod_lk'))
+    assert all(b.routing == 'random' and b.selector is None for b in mod_blocks('resnet50_mod_rand'))
+    assert all(b.k == b.channels // 64 for b in mod_blocks('resnet50_mod'))
+    assert all(b.k == b.channels // 16 for b in mod_blocks('mobilenetv2_mod'))
+
+
+def test_mod_kwargs_are_honoured():
+    model = timm.create_model('resnet50_mod', mod_c=32, mod_reduction=8, mod_fusion='original', device='meta')
+    block = model.layer3[1]
+    assert (block.k, block.fusion, block.selector.fc1.out_features) == (1024 // 32, 'original', 1024 // 8)
+
+
+def test_bad_mod_c_fails_naming_the_block():
+    with pytest.raises(ValueError, match=r'layer1\.1 \(BasicBlock\).*64 // 128'):
+        timm.create_model('resnet18_mod', mod_c=128)
+    with pytest.raises(ValueError, match='mod_c'):
+        timm.create_model('resnet18_mod', mod_c=0)
+
+
+def test_unknown_kwarg_raises():
+    with pytest.raises(TypeError):
+        timm.create_model('resnet18_mod', not_an_arg=1)
+
+
+@pytest.mark.parametrize('name', SMALL)
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = timm.create_model(name, num_classes=7).train()
+    size = model.pretrained_cfg['input_size'][1]
+    out = model(torch.randn(2, 3, min(size, 96), min(size, 96)))
+    assert out.shape == (2, 7)
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize('name', SMALL)
+def test_features_only_matches_feature_info(name):
+    model = timm.create_model(name, features_only=True).eval()
+    size = 64
+    feats = model(torch.randn(1, 3, size, size))
+    assert [f.shape[1] for f in feats] == model.feature_info.channels()
+    assert [size // f.shape[-1] for f in feats] == model.feature_info.reduction()
+
+
+@pytest.mark.parametrize('name', SMALL)
+def test_forward_intermediates_ends_where_forward_features_ends(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(1, 3, 64, 64)
+    final, intermediates = model.forward_intermediates(x)
+    torch.testing.assert_close(final, model.forward_features(x))
+    assert len(intermediates) == len(model.feature_info)
+
+
+@pytest.mark.parametrize('name', SMALL)
+def test_grad_checkpointing_keeps_outputs_and_gradients(name):
+    model = timm.create_model(name).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def run():
+        model.zero_grad()
+        torch.manual_seed(0)
+        out = model(x)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ref_out, ref_grads = run()
+    model.set_grad_checkpointing(True)
+    out, grads = run()
+    torch.testing.assert_close(out, ref_out)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['resnet50_mod', 'mobilenetv2_mod', 'vgg16_bn_mod_cifar'])
+def test_meta_device_construction(name):
+    model = timm.create_model(name, device='meta')
+    assert all(p.device.type == 'meta' for p in model.parameters())
+
+
+def test_dilated_output_stride_8():
+    model = timm.create_model('resnet50_mod', output_stride=8).eval()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    assert model.forward_features(torch.randn(1, 3, 64, 64)).shape[-1] == 8
+    assert model.layer4[1].block.conv2.dilation == (4, 4)
+
+
+def test_drop_path_applies_to_mod_blocks():
+    model = timm.create_model('resnet50_mod', drop_path_rate=0.1, device='meta')
+    assert type(model.layer4[1].drop_path).__name__ == 'DropPath'
+
+
+def test_torchscript_matches_eager():
+    model = timm.create_model('resnet18_mod').eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+
+
+def test_import_adds_little_to_import_timm():
+    code = (
+        'import time, sys; import timm; t = time.perf_counter(); import timm_mod; '
+        'print(time.perf_counter() - t); print(int("fvcore" in sys.modules or "sklearn" in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 1.0
+    assert out[1] == '0'

@@ -1,0 +1,181 @@
+"""CNN Mixture-of-Depths layers: the channel selector and the MoD block wrapper.
+
+Paper: `CNN Mixture-of-Depths` - Rinor Cakaj, Jens Mehnert, Bin Yang (ACCV 2024)
+    https://arxiv.org/abs/2409.17016
+
+A MoD block scores the C channels of its input (squeeze-excitation style), routes each sample's top k = C // c
+channels through a block built for k channels, scales the result by the selected scores and adds it to a fixed set
+of k channels of the input (the first k by default). k is a constant of the block, so every shape is static.
+
+Nothing here knows about a model family: the wrapped block comes from a `block_fn(k)` callable.
+"""
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from timm.layers import register_notrace_function
+
+__all__ = ['ChannelSelector', 'MoDBlock', 'mod_num_selected', 'FUSIONS', 'ROUTINGS']
+
+FUSIONS = ('first', 'last', 'original')
+ROUTINGS = ('topk', 'random')
+
+
+def mod_num_selected(channels: int, c: int, name: str = 'MoD block') -> int:
+    """Number of processed channels k = C // c, validated.
+
+    Args:
+        channels: Channels C of the block input.
+        c: Channel reduction hyperparameter of the paper.
+        name: What to call the block in the error message.
+
+    Raises:
+        ValueError: if c is not a positive int or k would be < 1.
+    """
+    if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+        raise ValueError(f'{name}: mod_c must be a positive integer, got {c!r}')
+    k = channels // c
+    if k < 1:
+        raise ValueError(
+            f'{name}: k = C // c = {channels} // {c} = {k}; a MoD block needs k >= 1, so mod_c must be <= {channels}')
+    return k
+
+
+@register_notrace_function  # draws from an RNG: FX keeps it as one call
+def random_channels(x: torch.Tensor, k: int, training: bool, seed: int) -> torch.Tensor:
+    """k channel indices per sample drawn uniformly without replacement, (B, k).
+
+    Training draws from torch's RNG; eval from a generator seeded with `seed`, so evaluation is reproducible.
+    """
+    shape = (x.shape[0], x.shape[1])
+    if training:
+        noise = torch.rand(shape, device=x.device)
+    else:
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(seed)
+        noise = torch.rand(shape, generator=gen, device=x.device)
+    return noise.topk(k, dim=1)[1]
+
+
+class ChannelSelector(nn.Module):
+    """Scores channels and picks each sample's top-k (paper Sec. 3.1, Fig. 2).
+
+    adaptive avg-pool -> Linear(C, C // r) -> ReLU -> Linear(C // r, C) -> sigmoid -> top-k. The linear layers are
+    bias-free: the paper's parameter counts reproduce only that way.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            k: int,
+            reduction: int = 16,
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            channels: Input channels C.
+            k: Channels to select per sample.
+            reduction: Bottleneck ratio r of the scoring MLP.
+        """
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if not 1 <= k <= channels:
+            raise ValueError(f'ChannelSelector: k must be in [1, {channels}], got {k}')
+        self.k = k
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden, bias=False, **dd)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels, bias=False, **dd)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns the selected scores and channel indices, both (B, k), in descending score order."""
+        s = x.mean((2, 3))
+        s = self.fc2(self.act(self.fc1(s))).sigmoid()
+        return s.topk(self.k, dim=1)
+
+
+class MoDBlock(nn.Module):
+    """Mixture-of-Depths wrapper around any block that maps k channels to k channels (paper Sec. 3).
+
+    The block sees each sample's selected channels in descending score order, its output is multiplied by those
+    scores (the path by which the selector learns) and fused back into the C-channel input:
+
+    * ``first``: added to channels [0, k) (paper eq. 1-2),
+    * ``last``: added to channels [C - k, C) (MoD-lk, Table 8),
+    * ``original``: added back at the selected channel positions (Table 10, "OP").
+
+    Routing ``topk`` uses the learned `ChannelSelector`; ``random`` (the "MoD50 rand." baseline of Table 1) picks k
+    channels per sample uniformly at random, has no parameters and no score scaling. Random draws come from torch's
+    RNG in training (activation checkpointing restores that state, so a recompute draws the same channels) and from
+    a generator seeded with ``routing_seed`` in eval, so evaluation is reproducible.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            block_fn: Callable[[int], nn.Module],
+            c: int = 64,
+            reduction: int = 16,
+            fusion: str = 'first',
+            routing: str = 'topk',
+            drop_path: Optional[nn.Module] = None,
+            routing_seed: int = 0,
+            name: str = 'MoD block',
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            channels: Channels C of the block input and output.
+            block_fn: Builds the processing block for k channels, called once as ``block_fn(k)``.
+            c: Channel reduction: k = C // c.
+            reduction: Ratio r of the selector's MLP.
+            fusion: 'first', 'last' or 'original'.
+            routing: 'topk' or 'random'.
+            drop_path: Optional stochastic-depth module applied to the block's scaled output.
+            routing_seed: Seed of the eval-mode draws of random routing.
+            name: What to call this block in error messages (e.g. 'layer3.1').
+        """
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f'{name}: unknown mod_fusion {fusion!r}, expected one of {FUSIONS}')
+        if routing not in ROUTINGS:
+            raise ValueError(f'{name}: unknown mod_routing {routing!r}, expected one of {ROUTINGS}')
+        self.channels = channels
+        self.k = mod_num_selected(channels, c, name)
+        self.fusion = fusion
+        self.routing = routing
+        self.routing_seed = routing_seed
+        self.selector = ChannelSelector(channels, self.k, reduction, **dd) if routing == 'topk' else None
+        self.block = block_fn(self.k)
+        self.drop_path = drop_path if drop_path is not None else nn.Identity()
+
+    def route(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Selected scores (None for random routing) and channel indices, each (B, k)."""
+        if self.selector is not None:
+            scores, idx = self.selector(x)
+            return scores, idx
+        return None, random_channels(x, self.k, self.training, self.routing_seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        scores, idx = self.route(x)
+        gather_idx = idx[:, :, None, None].expand(B, self.k, H, W)
+        y = self.block(x.gather(1, gather_idx))
+        if scores is not None:
+            y = y * scores[:, :, None, None].to(y.dtype)
+        y = self.drop_path(y)
+        if self.fusion == 'first':
+            return torch.cat([x[:, :self.k] + y, x[:, self.k:]], dim=1)
+        if self.fusion == 'last':
+            return torch.cat([x[:, :C - self.k], x[:, C - self.k:] + y], dim=1)
+        return x.scatter_add(1, gather_idx, y)
+
+    def feature_info(self, location: str) -> Dict[str, Any]:
+        """Feature hook info for timm's EfficientNet feature extraction: a MoD block keeps its C channels."""
+        return dict(module='', num_chs=self.channels)
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channels}, k={self.k}, fusion={self.fusion}, routing={self.routing}'

@@ -1,0 +1,131 @@
+"""MobileNetV2 Mixture-of-Depths (MobileNetV2-MoD, MobileNetV2-MoD-L)
+
+Paper: `CNN Mixture-of-Depths` - Rinor Cakaj, Jens Mehnert, Bin Yang (ACCV 2024)
+    https://arxiv.org/abs/2409.17016
+
+timm's MobileNetV2 (EfficientNet machinery, arch_def block strings) with every second inverted residual of each
+stage replaced by a MoD block around a k-channel InvertedResidual (c = 16, r = 16; Table 2). MobileNetV2-MoD-L uses
+the deeper, wider channel plan of Appendix A.3, Table 6.
+"""
+from functools import partial
+
+import torch.nn as nn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights, round_channels
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
+
+from ..convert import mod_stage
+from ..layers import MoDBlock
+from ._common import mod_cfg
+
+__all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
+
+
+def _mod_blocks(model: nn.Module, mod_c: int, mod_reduction: int, mod_fusion: str, mod_routing: str) -> None:
+    for i, stage in enumerate(model.blocks):
+        mod_stage(
+            stage, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing,
+            name=f'blocks.{i}', seed_offset=1000 * i)
+        for block in stage:
+            if isinstance(block, MoDBlock):
+                efficientnet_init_weights(block.block)  # the selector keeps torch's Linear init
+
+
+class EfficientNetMoD(EfficientNet):
+    """timm EfficientNet / MobileNetV2 whose stages alternate standard and MoD blocks."""
+
+    def __init__(
+            self,
+            mod_c: int = 16,
+            mod_reduction: int = 16,
+            mod_fusion: str = 'first',
+            mod_routing: str = 'topk',
+            **kwargs,
+    ):
+        """
+        Args:
+            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels.
+            mod_reduction: Bottleneck ratio r of the channel selector.
+            mod_fusion: Where processed channels are added: 'first', 'last' or 'original'.
+            mod_routing: 'topk' (learned selector) or 'random'.
+            **kwargs: timm EfficientNet arguments.
+        """
+        super().__init__(**kwargs)
+        _mod_blocks(self, mod_c, mod_reduction, mod_fusion, mod_routing)
+
+
+class EfficientNetFeaturesMoD(EfficientNetFeatures):
+    """features_only version of `EfficientNetMoD` (timm's EfficientNetFeatures with the same MoD blocks)."""
+
+    def __init__(
+            self,
+            mod_c: int = 16,
+            mod_reduction: int = 16,
+            mod_fusion: str = 'first',
+            mod_routing: str = 'topk',
+            **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _mod_blocks(self, mod_c, mod_reduction, mod_fusion, mod_routing)
+
+
+def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build like timm's `_gen_mobilenet_v2` + `_create_effnet`, with the MoD model classes."""
+    model_kwargs = dict(
+        block_args=decode_arch_def(arch_def),
+        num_features=1280,
+        stem_size=32,
+        round_chs_fn=partial(round_channels, multiplier=1.0),
+        norm_layer=nn.BatchNorm2d,
+        act_layer=nn.ReLU6,
+    )
+    model_kwargs.update(kwargs)
+    features_only = model_kwargs.pop('features_only', False)
+    model = build_model_with_cfg(
+        EfficientNetFeaturesMoD if features_only else EfficientNetMoD,
+        variant,
+        pretrained,
+        pretrained_strict=not features_only,
+        kwargs_filter=('num_classes', 'num_features', 'head_conv', 'global_pool') if features_only else None,
+        **model_kwargs,
+    )
+    if features_only:
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return model
+
+
+default_cfgs = generate_default_cfgs({
+    'mobilenetv2_mod.in1k': mod_cfg('mobilenetv2_mod', first_conv='conv_stem', classifier='classifier'),
+    'mobilenetv2_mod_l.in1k': mod_cfg('mobilenetv2_mod_l', first_conv='conv_stem', classifier='classifier'),
+})
+
+
+@register_model
+def mobilenetv2_mod(pretrained: bool = False, **kwargs) -> EfficientNetMoD:
+    """MobileNetV2-MoD: MobileNetV2 1.0 with alternating MoD inverted residuals, c = 16 (Table 2)."""
+    arch_def = [
+        ['ds_r1_k3_s1_c16'],
+        ['ir_r2_k3_s2_e6_c24'],
+        ['ir_r3_k3_s2_e6_c32'],
+        ['ir_r4_k3_s2_e6_c64'],
+        ['ir_r3_k3_s1_e6_c96'],
+        ['ir_r3_k3_s2_e6_c160'],
+        ['ir_r1_k3_s1_e6_c320'],
+    ]
+    return _create_mobilenetv2_mod('mobilenetv2_mod', arch_def, pretrained, **kwargs)
+
+
+@register_model
+def mobilenetv2_mod_l(pretrained: bool = False, **kwargs) -> EfficientNetMoD:
+    """MobileNetV2-MoD-L: the deeper channel plan of Table 6 with alternating MoD inverted residuals, c = 16."""
+    arch_def = [
+        ['ds_r1_k3_s1_c16'],
+        ['ir_r2_k3_s2_e6_c32'],
+        ['ir_r3_k3_s2_e6_c64'],
+        ['ir_r4_k3_s2_e6_c96'],
+        ['ir_r3_k3_s1_e6_c128'],
+        ['ir_r3_k3_s2_e6_c160'],
+        ['ir_r1_k3_s1_e6_c320'],
+    ]
+    return _create_mobilenetv2_mod('mobilenetv2_mod_l', arch_def, pretrained, **kwargs)

@@ -1,0 +1,59 @@
+"""Print (or write into a markdown file) the model table: our parameter and MAC counts beside the paper's.
+
+    python -m timm_mod.table                    # print the table
+    python -m timm_mod.table --update README.md # replace the table between its markers in README.md
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import List
+
+import timm
+
+from . import list_models
+from .complexity import count_gmacs, count_params_m
+from .paper import PAPER
+
+BEGIN, END = '<!-- model-table:begin -->', '<!-- model-table:end -->'
+
+
+def model_table(names: List[str]) -> str:
+    rows = [
+        '| model | input | params (M) | paper params (M) | GMACs (fvcore) | paper GMACs |',
+        '|---|---|---|---|---|---|',
+    ]
+    for name in names:
+        model = timm.create_model(name)
+        size = model.pretrained_cfg['input_size']
+        paper = PAPER.get(name)
+        rows.append('| {} | {} | {:.2f} | {} | {:.3f} | {} |'.format(
+            name, size[-1], count_params_m(model), f'{paper.params_m:.2f}' if paper else '-',
+            count_gmacs(model), f'{paper.gmacs:.3f}' if paper else '-'))
+    return '\n'.join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', default='', help='comma-separated model names (default: every timm_mod model)')
+    parser.add_argument('--update', metavar='FILE', help=f'rewrite the table between {BEGIN} and {END} in FILE')
+    args = parser.parse_args(argv)
+    names = args.models.split(',') if args.models else list_models()
+    unknown = [n for n in names if n not in timm.list_models()]
+    if unknown:
+        parser.error(f'unknown model(s): {", ".join(unknown)}')
+    if args.update and BEGIN not in Path(args.update).read_text():
+        parser.error(f'{args.update} has no {BEGIN} marker')
+    table = model_table(names)
+    if not args.update:
+        print(table)
+        return
+    path = Path(args.update)
+    text = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + '.*?' + re.escape(END), re.S)
+    path.write_text(pattern.sub(lambda _: f'{BEGIN}\n{table}\n{END}', text))
+    print(f'updated the model table in {path}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
