@@ -167,3 +167,70 @@ def test_checkpoint_recompute_selects_the_same_channels(routing):
         return inp.grad
 
     torch.testing.assert_close(grads(True), grads(False))
+
+
+def _naive_forward(block: MoDBlock, x: torch.Tensor) -> torch.Tensor:
+    """The paper's mechanism written the plain way: gather, block, multiply, concatenate / scatter."""
+    scores, idx = block.selector(x)
+    index = idx[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+    y = block.block(x.gather(1, index)) * scores[:, :, None, None]
+    k, C = block.k, x.shape[1]
+    if block.fusion == 'first':
+        return torch.cat([x[:, :k] + y, x[:, k:]], 1)
+    if block.fusion == 'last':
+        return torch.cat([x[:, :C - k], x[:, C - k:] + y], 1)
+    return x.scatter_add(1, index, y)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.conv = nn.Conv2d(k, k, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+@pytest.mark.parametrize('fusion', ['first', 'last', 'original'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fast_inference_path_matches_the_naive_mechanism(fusion, channels_last):
+    torch.manual_seed(0)
+    block = MoDBlock(C, ConvBlock, c=8, reduction=4, fusion=fusion).eval()
+    x = torch.randn(3, C, H, W)
+    expected = _naive_forward(block, x)
+    fast_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()
+    with torch.inference_mode():
+        out = block(fast_in)
+    torch.testing.assert_close(out, expected)
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('fusion', ['first', 'last', 'original'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_training_path_matches_the_naive_mechanism_with_gradients(fusion, channels_last):
+    torch.manual_seed(0)
+    block = MoDBlock(C, ConvBlock, c=8, reduction=4, fusion=fusion).train()
+    x = torch.randn(3, C, H, W)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for fn in (block, lambda t: _naive_forward(block, t)):
+        block.zero_grad()
+        inp = x.clone().requires_grad_()
+        # a ReLU before the block, as in a network: its output must survive for its own backward
+        out = fn(torch.relu(inp))
+        (out * torch.randn_like(out, generator=torch.Generator().manual_seed(1))).sum().backward()
+        grads.append([inp.grad] + [p.grad.clone() for p in block.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_inference_adds_into_its_input_only_at_the_k_fused_channels():
+    block = _make('first')
+    x = torch.randn(2, C, H, W)
+    before = x.clone()
+    with torch.no_grad():
+        out = block(x)
+    assert torch.equal(out[:, block.k:], before[:, block.k:])

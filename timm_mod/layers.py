@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from timm.layers import register_notrace_function
 
-__all__ = ['ChannelSelector', 'MoDBlock', 'mod_num_selected', 'FUSIONS', 'ROUTINGS']
+__all__ = ['ChannelSelector', 'MoDBlock', 'mod_num_selected', 'select_channels', 'FUSIONS', 'ROUTINGS']
 
 FUSIONS = ('first', 'last', 'original')
 ROUTINGS = ('topk', 'random')
@@ -39,6 +39,28 @@ def mod_num_selected(channels: int, c: int, name: str = 'MoD block') -> int:
         raise ValueError(
             f'{name}: k = C // c = {channels} // {c} = {k}; a MoD block needs k >= 1, so mod_c must be <= {channels}')
     return k
+
+
+def _channel_index(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, k) channel indices expanded to (B, k, H, W) for gather / scatter along dim 1."""
+    return idx[:, :, None, None].expand(x.shape[0], idx.shape[1], x.shape[2], x.shape[3])
+
+
+def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[b, idx[b]] for every sample b: (B, C, H, W) -> (B, k, H, W), keeping x's memory format.
+
+    Contiguous NCHW: one index_select of whole H x W planes (a copy of k planes per sample). channels_last: a gather
+    along the innermost (channel) dimension of the NHWC view, so the result stays channels_last.
+    """
+    B, C, H, W = x.shape
+    k = idx.shape[1]
+    if x.is_contiguous():
+        flat = (idx + torch.arange(B, device=idx.device)[:, None] * C).reshape(-1)
+        return x.reshape(B * C, H, W).index_select(0, flat).reshape(B, k, H, W)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1)
+        return nhwc.gather(3, idx[:, None, None, :].expand(B, H, W, k)).permute(0, 3, 1, 2)
+    return x.gather(1, _channel_index(x, idx))
 
 
 @register_notrace_function  # draws from an RNG: FX keeps it as one call
@@ -160,18 +182,46 @@ class MoDBlock(nn.Module):
         return None, random_channels(x, self.k, self.training, self.routing_seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
         scores, idx = self.route(x)
-        gather_idx = idx[:, :, None, None].expand(B, self.k, H, W)
-        y = self.block(x.gather(1, gather_idx))
+        y = self.block(select_channels(x, idx))
         if scores is not None:
-            y = y * scores[:, :, None, None].to(y.dtype)
+            scores = scores[:, :, None, None].to(y.dtype)
+            if not isinstance(self.drop_path, nn.Identity):
+                y, scores = y * scores, None  # stochastic depth drops the whole scaled update
         y = self.drop_path(y)
+        return self.fuse(x, y, scores, idx)
+
+    def fuse(
+            self,
+            x: torch.Tensor,
+            y: torch.Tensor,
+            scores: Optional[torch.Tensor],
+            idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """x + scores * y at the fusion's k channels; every other channel of x passes through.
+
+        Without autograd (inference) the update is added into x in place, touching only k of the C channels: x is
+        the output of the block before, which nothing else reads. With autograd x may be saved for the backward of
+        that block (an in-place ReLU's output), so the result is built out of place.
+        """
+        k = self.k
+        inplace = not torch.is_grad_enabled() and not torch.jit.is_tracing()
+        if self.fusion == 'original':
+            update = y if scores is None else y * scores
+            index = _channel_index(x, idx)
+            return x.scatter_add_(1, index, update) if inplace else x.scatter_add(1, index, update)
+        start = 0 if self.fusion == 'first' else x.shape[1] - k
+        dst = x.narrow(1, start, k)
+        if inplace:
+            if scores is None:
+                dst.add_(y)
+            else:
+                dst.addcmul_(y, scores)
+            return x
+        fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
         if self.fusion == 'first':
-            return torch.cat([x[:, :self.k] + y, x[:, self.k:]], dim=1)
-        if self.fusion == 'last':
-            return torch.cat([x[:, :C - self.k], x[:, C - self.k:] + y], dim=1)
-        return x.scatter_add(1, gather_idx, y)
+            return torch.cat([fused, x[:, k:]], dim=1)
+        return torch.cat([x[:, :start], fused], dim=1)
 
     def feature_info(self, location: str) -> Dict[str, Any]:
         """Feature hook info for timm's EfficientNet feature extraction: a MoD block keeps its C channels."""

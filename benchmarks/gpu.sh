@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The prepared GPU benchmark: one short run on one H100/H200 (eager and torch.compile, AMP, channels_last).
+# Results go to $OUT (the device tool's output folder) or benchmarks/results/, one JSON per run.
+# A bare machine there has torch; timm of the version we test is carried as a wheel in .whl/ when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/results}
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '_')
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
+python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+# Every paper row and its baseline, eager, batch 1 / 64 / 256, AMP + channels_last (fvcore is not there: no GMACs).
+python3 -m timm_mod.bench --device cuda --batch-size 1,64,256 --amp --channels-last --no-gmacs \
+  --min-run-time 0.4 --json "$out/gpu-${card}-eager.json" >"$out/gpu-${card}-eager.log"
+tail -45 "$out/gpu-${card}-eager.log"
+# torch.compile on the main pairs, inference, batch 256.
+python3 -m timm_mod.bench --device cuda --models resnet50_mod,mobilenetv2_mod --batch-size 256 --amp \
+  --channels-last --compile --no-train --no-gmacs --min-run-time 0.4 --json "$out/gpu-${card}-compile.json" \
+  >"$out/gpu-${card}-compile.log" 2>&1
+tail -8 "$out/gpu-${card}-compile.log"

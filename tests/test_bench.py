@@ -1,0 +1,95 @@
+"""The benchmark, the report / Figure 3, and the channel-selection analysis, end to end on tiny settings."""
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from timm_mod import bench, report, selection
+
+FIELDS = ('model', 'baseline', 'device', 'threads', 'batch_size', 'img_size', 'params_m', 'gmacs', 'latency_ms',
+          'latency_iqr_ms', 'speedup', 'train_img_s', 'train_speedup')
+
+
+@pytest.fixture(scope='module')
+def bench_rows(tmp_path_factory):
+    path = tmp_path_factory.mktemp('bench') / 'rows.json'
+    bench.main(['--models', 'resnet18_mod_cifar,vgg16_bn_mod_cifar', '--threads', '1', '--batch-size', '1,2',
+                '--min-run-time', '0.05', '--bound', '--json', str(path)])
+    return json.loads(path.read_text())
+
+
+def test_bench_json_has_every_field_for_every_model_and_setting(bench_rows):
+    for row in bench_rows:
+        missing = [f for f in FIELDS if f not in row]
+        assert not missing, (row['model'], missing)
+    models = {r['model'] for r in bench_rows}
+    assert models == {'resnet18_cifar', 'resnet18_mod_cifar', 'resnet18_mod_cifar[bound]', 'vgg16_bn_cifar',
+                      'vgg16_bn_mod_cifar', 'vgg16_bn_mod_cifar[bound]'}
+    assert {r['batch_size'] for r in bench_rows} == {1, 2}
+
+
+def test_bench_speedup_is_baseline_latency_over_model_latency(bench_rows):
+    for row in bench_rows:
+        if row['baseline']:
+            base = next(r for r in bench_rows if r['model'] == row['baseline'] and r['batch_size'] == row['batch_size'])
+            assert row['speedup'] == pytest.approx(base['latency_ms'] / row['latency_ms'])
+            assert row['train_speedup'] == pytest.approx(row['train_img_s'] / base['train_img_s'])
+
+
+def test_bound_has_no_mod_blocks_and_fewer_params(bench_rows):
+    by = {(r['model'], r['batch_size']): r for r in bench_rows}
+    assert by[('resnet18_mod_cifar[bound]', 1)]['params_m'] < by[('resnet18_mod_cifar', 1)]['params_m']
+
+
+def test_bench_refuses_unknown_models_and_existing_results(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(['--models', 'resnet18_modd'])
+    existing = tmp_path / 'done.json'
+    existing.write_text('[]')
+    with pytest.raises(SystemExit):
+        bench.main(['--models', 'resnet18_mod_cifar', '--json', str(existing)])
+    assert existing.read_text() == '[]'
+
+
+def test_report_renders_tables_and_figure3(bench_rows, tmp_path):
+    text = report.render_markdown(bench_rows)
+    assert '| resnet18_mod_cifar | resnet18_cifar |' in text
+    assert text.count('### CPU') == 2  # one table per batch size
+    paths = report.plot_figure3(bench_rows, str(tmp_path))
+    assert paths and all(p.stat().st_size > 10_000 for p in paths)
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    for c in range(3):
+        folder = tmp_path / 'data' / 'val' / f'class{c}'
+        folder.mkdir(parents=True)
+        for i in range(4):
+            pixels = (torch.rand(32, 32, 3, generator=gen) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f'{i}.png')
+    return tmp_path / 'data'
+
+
+def test_selection_writes_counts_and_figure(image_folder, tmp_path):
+    out = tmp_path / 'sel'
+    selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(out), '--img-size', '32',
+                    '--samples-per-class', '3'])
+    rows = list(csv.reader(open(out / 'selection.csv')))
+    assert rows[0][:3] == ['class', 'samples', 'ch0'] and len(rows[0]) == 2 + 256
+    assert [r[0] for r in rows[1:]] == ['class0', 'class1', 'class2', 'all']
+    for r in rows[1:4]:
+        assert int(r[1]) == 3 and sum(map(int, r[2:])) == 3 * 4  # k = 256 // 64 channels per sample
+    assert (out / 'selection.png').stat().st_size > 10_000
+    with pytest.raises(SystemExit):  # never overwrites
+        selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(out)])
+
+
+def test_selection_refuses_random_routing_and_unknown_blocks(image_folder, tmp_path):
+    with pytest.raises(ValueError, match='random'):
+        selection.main(['--model', 'resnet50_mod_rand', '--data', str(image_folder), '--out', str(tmp_path / 'a')])
+    with pytest.raises(ValueError, match='layer3.1'):
+        selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(tmp_path / 'b'),
+                        '--block', 'layer9.1'])

@@ -1,0 +1,145 @@
+"""Turn benchmark JSON files (from ``python -m timm_mod.bench --json``) into BENCHMARKS.md and Figure 3.
+
+    python -m timm_mod.report benchmarks/results/*.json --out BENCHMARKS.md --plot benchmarks/figures
+
+Every number written comes from the JSON rows; the paper's numbers (timm_mod.paper) are shown beside them and
+labelled as the paper's.
+"""
+import argparse
+import json
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .paper import PAPER
+
+__all__ = ['load_rows', 'render_markdown', 'plot_figure3']
+
+SETTING_KEYS = ('device', 'gpu', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+
+
+def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            for row in json.load(f):
+                row['source'] = Path(path).name
+                rows.append(row)
+    return rows
+
+
+def _setting_title(row: Dict[str, Any]) -> str:
+    where = f'GPU ({row["gpu"]})' if row['device'] == 'cuda' else f'CPU ({row["cpu"]}), {row["threads"]} thread(s)'
+    extras = [name for name, on in (('channels_last', row.get('channels_last')), ('AMP', row.get('amp')),
+                                    ('torch.compile', row.get('compile'))) if on]
+    return f'{where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
+        f' (torch {row["torch"]}, timm {row["timm"]})')
+
+
+def _fmt(value: Optional[float], spec: str = '.2f') -> str:
+    return '-' if value is None else format(value, spec)
+
+
+def render_markdown(rows: List[Dict[str, Any]]) -> str:
+    """One table per setting: ours (speed-up vs the paired baseline, bound) beside the paper's speed-up."""
+    groups: 'OrderedDict[tuple, List[Dict[str, Any]]]' = OrderedDict()
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in SETTING_KEYS), []).append(row)
+    out = []
+    for group in groups.values():
+        by_name = {r['model']: r for r in group}
+        out.append(f'### {_setting_title(group[0])}\n')
+        out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | paper speed-up '
+                   '| train img/s | train speed-up |')
+        out.append('|---|---|---|---|---|---|---|---|---|---|')
+        for r in group:
+            if r['model'].endswith('[bound]'):
+                continue
+            base = r.get('baseline')
+            bound = by_name.get(f'{r["model"]}[bound]')
+            paper = PAPER.get(r['model'])
+            paper_speedup = None
+            if paper is not None and base:
+                paper_speedup = paper.speedup_gpu if r['device'] == 'cuda' else paper.speedup_cpu
+            out.append('| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |'.format(
+                r['model'], base or '-', _fmt(r['params_m']), _fmt(r.get('gmacs')),
+                _fmt(r['latency_ms']), _fmt(r['latency_iqr_ms']),
+                _fmt(r['speedup']) if base else '-', _fmt(bound['speedup']) if bound else '-',
+                _fmt(paper_speedup), _fmt(r.get('train_img_s'), '.1f'),
+                _fmt(r.get('train_speedup')) if base else '-'))
+        out.append('')
+    return '\n'.join(out)
+
+
+def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
+    """Figure 3's panels: the paper's top-1 against our GMACs, params, CPU latency and GPU latency."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    imagenet = [r for r in rows if r['model'] in PAPER and PAPER[r['model']].table in ('1', '7')]
+    cpu = {r['model']: r for r in imagenet if r['device'] == 'cpu' and r['batch_size'] == 1 and r['threads'] == 1}
+    gpu = {r['model']: r for r in imagenet if r['device'] == 'cuda' and r['batch_size'] == 1}
+    anyrow = {r['model']: r for r in imagenet}
+    panels = [
+        ('GMACs (fvcore, ours)', {m: r.get('gmacs') for m, r in anyrow.items()}),
+        ('Params (M, ours)', {m: r['params_m'] for m, r in anyrow.items()}),
+        ('CPU latency, 1 thread, batch 1 (ms, ours)', {m: r['latency_ms'] for m, r in cpu.items()}),
+        ('GPU latency, batch 1 (ms, ours)', {m: r['latency_ms'] for m, r in gpu.items()}),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    for ax, (xlabel, values) in zip(axes, panels):
+        for family, marker, color in (('mod', 'o', 'tab:red'), ('base', 's', 'tab:blue')):
+            pts = sorted(
+                (v, PAPER[m].top1, m) for m, v in values.items()
+                if v is not None and PAPER[m].top1 and (('_mod' in m) == (family == 'mod')))
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, linestyle='',
+                    label='ResNet-MoD' if family == 'mod' else 'ResNet')
+            for v, top1, m in pts:
+                ax.annotate(m.replace('resnet', 'R').replace('_mod', '-MoD'), (v, top1), fontsize=7,
+                            textcoords='offset points', xytext=(3, 3))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ImageNet top-1 (%), the paper's")
+        ax.grid(alpha=0.3)
+        if not values or all(v is None for v in values.values()):
+            ax.text(0.5, 0.5, 'not measured', transform=ax.transAxes, ha='center')
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc='lower right')
+    fig.suptitle("Figure 3 reproduced: the paper's reported top-1 against our measured cost")
+    fig.tight_layout()
+    path = out / 'figure3.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_mod.report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('json', nargs='+', help='benchmark JSON files')
+    parser.add_argument('--out', help='write the markdown tables here (default: stdout)')
+    parser.add_argument('--header', help='markdown file placed before the tables')
+    parser.add_argument('--plot', metavar='DIR', help='also draw Figure 3 into DIR')
+    args = parser.parse_args(argv)
+    missing = [p for p in args.json if not Path(p).is_file()]
+    if missing:
+        parser.error(f'no such benchmark file: {", ".join(missing)}')
+    rows = load_rows(args.json)
+    text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f'wrote {args.out}', file=sys.stderr)
+    else:
+        print(text)
+    if args.plot:
+        for path in plot_figure3(rows, args.plot):
+            print(f'wrote {path}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
