@@ -15,6 +15,19 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+# The same weights give the same outputs on the GPU as on the CPU (fp32, eval and a training step's loss).
+python3 - <<'PY'
+import torch, timm, timm_mod
+for name in ('resnet50_mod', 'mobilenetv2_mod', 'vgg16_bn_mod_cifar'):
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    size = model.pretrained_cfg['input_size'][-1]
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.cuda()(x.cuda()).cpu()
+    print(f'{name}: max |cuda - cpu| = {(out - ref).abs().max().item():.2e}')
+PY
 # Every paper row and its baseline, eager, batch 1 / 64 / 256, AMP + channels_last (fvcore is not there: no GMACs).
 python3 -m timm_mod.bench --device cuda --batch-size 1,64,256 --amp --channels-last --no-gmacs \
   --min-run-time 0.4 --json "$out/gpu-${card}-eager.json" >"$out/gpu-${card}-eager.log"
