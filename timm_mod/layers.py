@@ -63,6 +63,63 @@ def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.gather(1, _channel_index(x, idx))
 
 
+class _ChannelMean(torch.autograd.Function):
+    """x.mean((2, 3)) whose backward returns a broadcast view instead of materialising a C x H x W gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = ctx.shape
+        return (grad / (H * W))[:, :, None, None].expand(B, C, H, W)
+
+
+class _FuseAdd(torch.autograd.Function):
+    """out = x with channels [start, start + k) += scores * y, built out of place.
+
+    Autograd's own version (slice, add, concatenate) allocates and zero-fills C-channel gradients for each slice;
+    here the gradient of x is the output gradient itself and y, scores get theirs from its k fused channels.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
+        ctx.start = start
+        ctx.save_for_backward(y, scores)
+        out = x.clone()
+        dst = out.narrow(1, start, y.shape[1])
+        if scores is None:
+            dst.add_(y)
+        else:
+            dst.addcmul_(y, scores)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y, scores = ctx.saved_tensors
+        g = grad.narrow(1, ctx.start, y.shape[1])
+        grad_y = grad_scores = None
+        if ctx.needs_input_grad[1]:
+            grad_y = g if scores is None else g * scores
+        if scores is not None and ctx.needs_input_grad[2]:
+            grad_scores = (g * y).sum((2, 3), keepdim=True)
+        return grad, grad_y, grad_scores, None
+
+
+@register_notrace_function  # FX keeps custom autograd functions as single calls
+def channel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial mean, (B, C, H, W) -> (B, C)."""
+    return _ChannelMean.apply(x)
+
+
+@register_notrace_function
+def fuse_add(x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
+    """x with scores * y added to channels [start, start + y.shape[1]), out of place, autograd-friendly."""
+    return _FuseAdd.apply(x, y, scores, start)
+
+
 @register_notrace_function  # draws from an RNG: FX keeps it as one call
 def random_channels(x: torch.Tensor, k: int, training: bool, seed: int) -> torch.Tensor:
     """k channel indices per sample drawn uniformly without replacement, (B, k).
@@ -112,7 +169,7 @@ class ChannelSelector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the selected scores and channel indices, both (B, k), in descending score order."""
-        s = x.mean((2, 3))
+        s = x.mean((2, 3)) if torch.jit.is_scripting() or torch.jit.is_tracing() else channel_mean(x)
         s = self.fc2(self.act(self.fc1(s))).sigmoid()
         return s.topk(self.k, dim=1)
 
@@ -218,10 +275,10 @@ class MoDBlock(nn.Module):
             else:
                 dst.addcmul_(y, scores)
             return x
-        fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
-        if self.fusion == 'first':
-            return torch.cat([fused, x[:, k:]], dim=1)
-        return torch.cat([x[:, :start], fused], dim=1)
+        if torch.jit.is_scripting() or torch.jit.is_tracing():  # exporters get plain ops (no custom autograd)
+            fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
+            return torch.cat([x[:, :start], fused, x[:, start + k:]], dim=1)
+        return fuse_add(x, y, scores, start)
 
     def feature_info(self, location: str) -> Dict[str, Any]:
         """Feature hook info for timm's EfficientNet feature extraction: a MoD block keeps its C channels."""
