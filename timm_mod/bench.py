@@ -95,6 +95,7 @@ def _measure(
         channels_last: bool,
         amp: bool,
         compile_model: bool,
+        compile_mode: Optional[str],
         train: bool,
         min_run_time: float,
 ) -> Tuple[Dict[str, Any], List[benchmark.Measurement]]:
@@ -108,7 +109,7 @@ def _measure(
         ' amp' if amp else '') + (' compile' if compile_model else '')
     row: Dict[str, Any] = dict(
         model=spec, device=device.type, threads=threads, batch_size=batch_size, img_size=size,
-        channels_last=channels_last, amp=amp, compile=compile_model,
+        channels_last=channels_last, amp=amp, compile=(compile_mode or 'default') if compile_model else False,
         params_m=round(count_params_m(model), 4))
     measurements = []
 
@@ -120,7 +121,7 @@ def _measure(
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     model.eval()
-    run_model = torch.compile(model) if compile_model else model
+    run_model = torch.compile(model, mode=compile_mode) if compile_model else model
 
     def infer():
         with torch.inference_mode(), autocast():
@@ -133,7 +134,7 @@ def _measure(
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         target = torch.randint(0, model.num_classes, (batch_size,), device=device)
-        train_model = torch.compile(model) if compile_model else model
+        train_model = torch.compile(model, mode=compile_mode) if compile_model else model
 
         def step():
             with autocast():
@@ -177,6 +178,7 @@ def run_bench(
         channels_last: bool = False,
         amp: bool = False,
         compile_model: bool = False,
+        compile_mode: Optional[str] = None,
         mod_cs: Optional[List[int]] = None,
         bound: bool = False,
         train: bool = True,
@@ -200,7 +202,8 @@ def run_bench(
             base_rows: Dict[str, Dict[str, Any]] = {}
             for spec, base in pairs:
                 done += 1
-                row, ms = _measure(spec, dev, t, bs, img_size, channels_last, amp, compile_model, train, min_run_time)
+                row, ms = _measure(
+                    spec, dev, t, bs, img_size, channels_last, amp, compile_model, compile_mode, train, min_run_time)
                 if gmacs:
                     key = (spec, row['img_size'])
                     if key not in macs_cache:
@@ -273,6 +276,8 @@ def main(argv=None):
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format for model and input')
     parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on CPU')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too)')
+    parser.add_argument('--compile-mode', default=None,
+                        help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune')
     parser.add_argument('--mod-c', type=_int_list, default=None,
                         help='build each MoD model with these c values, comma-separated (Table 10\'s sweep)')
     parser.add_argument('--bound', action='store_true',
@@ -305,7 +310,8 @@ def main(argv=None):
 
     rows, measurements = run_bench(
         models, device=args.device, threads=args.threads, batch_sizes=args.batch_size, img_size=args.img_size,
-        channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, mod_cs=args.mod_c,
+        channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, compile_mode=args.compile_mode,
+        mod_cs=args.mod_c,
         bound=args.bound, train=not args.no_train, gmacs=not args.no_gmacs, min_run_time=args.min_run_time)
     benchmark.Compare(measurements).print()
     print(markdown_table(rows))

@@ -169,7 +169,10 @@ class ChannelSelector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the selected scores and channel indices, both (B, k), in descending score order."""
-        s = x.mean((2, 3)) if torch.jit.is_scripting() or torch.jit.is_tracing() else channel_mean(x)
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or not torch.is_grad_enabled():
+            s = x.mean((2, 3))
+        else:
+            s = channel_mean(x)
         s = self.fc2(self.act(self.fc1(s))).sigmoid()
         return s.topk(self.k, dim=1)
 

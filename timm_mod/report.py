@@ -31,8 +31,10 @@ def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
 
 def _setting_title(row: Dict[str, Any]) -> str:
     where = f'GPU ({row["gpu"]})' if row['device'] == 'cuda' else f'CPU ({row["cpu"]}), {row["threads"]} thread(s)'
+    mode = row.get('compile')
+    compiled = 'torch.compile' + (f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
     extras = [name for name, on in (('channels_last', row.get('channels_last')), ('AMP', row.get('amp')),
-                                    ('torch.compile', row.get('compile'))) if on]
+                                    (compiled, mode)) if on]
     return f'{where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
         f' (torch {row["torch"]}, timm {row["timm"]})')
 
