@@ -1,14 +1,27 @@
 """Settings shared by the timm_mod model families."""
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Type, TypeVar
 
+import torch.nn as nn
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-__all__ = ['HUB_ORG', 'PAPER_ID', 'hf_hub_id', 'mod_cfg']
+__all__ = ['HUB_ORG', 'PAPER_ID', 'WEIGHTS_FILE', 'hf_hub_id', 'mod_cfg', 'build_mod_model']
 
 # The Hugging Face organisation that hosts timm_mod weights, set once here; TIMM_MOD_HUB_ORG overrides it.
 HUB_ORG = os.environ.get('TIMM_MOD_HUB_ORG', 'timm-mod')
 PAPER_ID = 'arXiv:2409.17016'
+# The one weight file of a timm_mod Hub repo (`python -m timm_mod.hub export` writes no pickle)
+WEIGHTS_FILE = 'model.safetensors'
+
+ModelT = TypeVar('ModelT', bound=nn.Module)
 
 
 def hf_hub_id(name: str, tag: str) -> str:
@@ -17,9 +30,13 @@ def hf_hub_id(name: str, tag: str) -> str:
 
 
 def mod_cfg(name: str, tag: str = 'in1k', **kwargs) -> Dict[str, Any]:
-    """Pretrained cfg of one `name.tag`, ImageNet-1k defaults (as timm's ResNet `_cfg`) unless overridden."""
+    """Pretrained cfg of one `name.tag`, ImageNet-1k defaults (as timm's ResNet `_cfg`) unless overridden.
+
+    `hf_hub_filename` makes timm fetch the safetensors file directly: without it timm falls back to looking for a
+    pickled pytorch_model.bin, which our repos never hold, and a missing repo is looked up twice.
+    """
     return {
-        'hf_hub_id': hf_hub_id(name, tag),
+        'hf_hub_id': hf_hub_id(name, tag), 'hf_hub_filename': WEIGHTS_FILE,
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bilinear',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
@@ -27,3 +44,47 @@ def mod_cfg(name: str, tag: str = 'in1k', **kwargs) -> Dict[str, Any]:
         'license': 'apache-2.0', 'paper_ids': PAPER_ID,
         **kwargs,
     }
+
+
+def _missing_weights_reason(error: Exception) -> str:
+    if isinstance(error, LocalEntryNotFoundError):  # before EntryNotFoundError, its parent
+        if hub_constants.HF_HUB_OFFLINE:
+            return 'HF_HUB_OFFLINE is set and they are not in the local cache'
+        return 'the Hub could not be reached and they are not in the local cache'
+    if isinstance(error, RepositoryNotFoundError):
+        return 'the repo does not exist on the Hub (or is private or gated: log in with `hf auth login`)'
+    if isinstance(error, RevisionNotFoundError):
+        return 'the requested revision does not exist'
+    return f'the repo has no {WEIGHTS_FILE}'
+
+
+def build_mod_model(
+        model_cls: Type[ModelT],
+        variant: str,
+        pretrained: bool = False,
+        **kwargs,
+) -> ModelT:
+    """timm's `build_model_with_cfg`, with an error naming the Hub repo when pretrained weights cannot be found.
+
+    huggingface_hub's own errors do not say which repo was looked up (offline it only says that "the requested
+    files" are not in the cache), and no timm_mod weights exist until they are published.
+
+    Args:
+        model_cls: Model class.
+        variant: Model name, the key of its default cfgs.
+        pretrained: Load pretrained weights.
+        **kwargs: `build_model_with_cfg` arguments (pretrained_cfg, feature_cfg, ...) and model arguments.
+    """
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as e:
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        name = f'{cfg.architecture}.{cfg.tag}' if cfg.tag else variant
+        raise RuntimeError(
+            f"No pretrained weights for {name}: {_missing_weights_reason(e)} (Hugging Face Hub repo "
+            f"'{cfg.hf_hub_id}', cache {hub_constants.HF_HUB_CACHE}). Only the repos listed under 'Pretrained "
+            f"weights' in timm_mod's README hold weights. Use pretrained=False for random init, load an exported "
+            f"folder with timm.create_model('local-dir:DIR') or "
+            f"pretrained_cfg_overlay=dict(file='DIR/{WEIGHTS_FILE}'), or set TIMM_MOD_HUB_ORG to the organisation "
+            f"that hosts the weights (now '{HUB_ORG}')."
+        ) from e

@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead, ConvNormAct, get_device_dtype
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..convert import mod_stage
-from ._common import mod_cfg
+from ._common import build_mod_model, mod_cfg
 from .mod_resnet import ResNetMoD
 
 __all__ = ['CifarResNet', 'CifarResNetMoD', 'VggCifar']
@@ -215,7 +215,7 @@ class VggCifar(nn.Module):
 
 def _create(cls, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     feature_cfg = dict(flatten_sequential=True) if cls is VggCifar else None
-    return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    return build_mod_model(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 def _cfg(name: str, tag: str, **kwargs) -> Dict[str, Any]:

@@ -10,14 +10,14 @@ the deeper, wider channel plan of Appendix A.3, Table 6.
 from functools import partial
 
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights, round_channels
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from ..convert import mod_stage
 from ..layers import MoDBlock
-from ._common import mod_cfg
+from ._common import build_mod_model, mod_cfg
 
 __all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
 
@@ -82,7 +82,7 @@ def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **
     )
     model_kwargs.update(kwargs)
     features_only = model_kwargs.pop('features_only', False)
-    model = build_model_with_cfg(
+    model = build_mod_model(
         EfficientNetFeaturesMoD if features_only else EfficientNetMoD,
         variant,
         pretrained,

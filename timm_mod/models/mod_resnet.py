@@ -8,11 +8,11 @@ MoD block that processes k = C // c of the C channels (c = 64, r = 16; paper Sec
 """
 from typing import Tuple, Type, Union
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..convert import mod_stage
-from ._common import mod_cfg
+from ._common import build_mod_model, mod_cfg
 
 __all__ = ['ResNetMoD']
 
@@ -63,7 +63,7 @@ class ResNetMoD(ResNet):
 
 
 def _create_resnet_mod(variant: str, pretrained: bool = False, **kwargs) -> ResNetMoD:
-    return build_model_with_cfg(ResNetMoD, variant, pretrained, **kwargs)
+    return build_mod_model(ResNetMoD, variant, pretrained, **kwargs)
 
 
 _NAMES = (

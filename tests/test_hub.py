@@ -1,0 +1,474 @@
+"""timm_mod.hub: from a train.py checkpoint to a Hub model folder, and every way timm loads it back. Offline.
+
+The Hub is never contacted: huggingface_hub runs in offline mode, and a Hub download is served from a cache laid out
+as huggingface_hub lays it (models--ORG--NAME/refs/main holding a commit hash, snapshots/HASH/ holding the files).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import constants as hub_constants
+from timm.models import get_pretrained_cfg
+
+import timm_mod
+from timm_mod import hub
+from timm_mod.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_checkpoint, read_results, render_card
+
+NAME = 'resnet18_mod_cifar'  # small and fast at 32 x 32; its default tag c10 has 10 classes
+REPO_ID = get_pretrained_cfg(f'{NAME}.c10').hf_hub_id
+COMMIT = '0123456789abcdef0123456789abcdef01234567'
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No test reaches the network: huggingface_hub offline (read at call time), with an empty cache."""
+    monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-hub-cache'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+
+
+def _randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval-mode model with non-trivial BN statistics, so outputs tell weights apart."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def _train_checkpoint(path: Path, model: torch.nn.Module, arch: str, **args) -> Path:
+    """A checkpoint as timm's train.py saves it under DDP with --model-ema: the EMA weights are `model`'s."""
+    ema = model.state_dict()
+    raw = {k: v + 1 if v.is_floating_point() else v for k, v in ema.items()}
+    train_args = dict(
+        model=arch, num_classes=None, in_chans=None, gp=None, model_kwargs={}, input_size=None, img_size=None,
+        mean=None, std=None, crop_pct=None, interpolation='')
+    train_args.update(args)
+    torch.save({
+        'epoch': 9,
+        'arch': arch,
+        'state_dict': {f'module.{k}': v for k, v in raw.items()},
+        'state_dict_ema': {f'module.{k}': v for k, v in ema.items()},
+        'optimizer': {'state': {}, 'param_groups': [{'lr': 0.1}]},
+        'args': argparse.Namespace(**train_args),
+        'metric': 12.5,
+    }, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def source():
+    torch.manual_seed(0)
+    return _randomized(timm.create_model(NAME, num_classes=10))
+
+
+@pytest.fixture(scope='module')
+def checkpoint(source, tmp_path_factory):
+    return _train_checkpoint(tmp_path_factory.mktemp('train') / 'model_best.pth.tar', source, NAME)
+
+
+@pytest.fixture(scope='module')
+def results_file(checkpoint):
+    """validate.py --results-file output (csv) for the checkpoint."""
+    path = checkpoint.with_name('results.csv')
+    path.write_text(
+        'model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation\n'
+        f'{NAME},91.25,8.75,99.5,0.5,4.95,32,1.0,bilinear\n')
+    return path
+
+
+@pytest.fixture(scope='module')
+def exported(checkpoint, results_file, tmp_path_factory):
+    return export(NAME, checkpoint, tmp_path_factory.mktemp('export') / 'out', ema=True, results=results_file)
+
+
+@pytest.fixture(scope='module')
+def hub_cache(exported, tmp_path_factory):
+    """A Hugging Face cache holding the exported folder as the snapshot of REPO_ID."""
+    cache = tmp_path_factory.mktemp('hub-cache')
+    repo = cache / f"models--{REPO_ID.replace('/', '--')}"
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(COMMIT)
+    shutil.copytree(exported, repo / 'snapshots' / COMMIT)
+    return cache
+
+
+def _inputs() -> torch.Tensor:
+    # 16 x 16 rather than 32: the models are fully convolutional and this CPU is slow
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
+def _outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope='module')
+def expected(source):
+    return _outputs(source, _inputs())
+
+
+# --- the exported folder
+
+
+def test_export_writes_safetensors_config_and_card_only(exported):
+    assert sorted(p.name for p in exported.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert not [p for p in exported.parent.iterdir() if p != exported], 'temporary folders left behind'
+
+
+def test_config_is_timm_save_for_hf_format_with_the_mod_settings(exported):
+    config = json.loads((exported / 'config.json').read_text())
+    assert config['architecture'] == NAME
+    assert config['num_classes'] == 10
+    assert config['pretrained_cfg']['input_size'] == [3, 32, 32]
+    assert config['pretrained_cfg']['license'] == 'apache-2.0'
+    assert {k: config['model_args'][k] for k in ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')} == dict(
+        mod_c=64, mod_reduction=16, mod_fusion='first', mod_routing='topk')
+    assert config['model_args']['num_classes'] == 10
+
+
+def test_read_checkpoint_strips_ddp_prefixes_and_picks_ema_on_request(checkpoint, source):
+    ema, meta = read_checkpoint(checkpoint, ema=True)
+    raw, _ = read_checkpoint(checkpoint)
+    assert set(ema) == set(source.state_dict())
+    assert all(torch.equal(ema[k], v) for k, v in source.state_dict().items())
+    assert not torch.equal(raw['conv1.weight'], ema['conv1.weight'])
+    assert meta['arch'] == NAME and meta['args']['model_kwargs'] == {}
+
+
+def test_ema_of_a_bare_state_dict_is_refused(source, tmp_path):
+    torch.save(source.state_dict(), tmp_path / 'bare.pth')
+    assert set(read_checkpoint(tmp_path / 'bare.pth')[0]) == set(source.state_dict())
+    with pytest.raises(HubError, match='bare state dict'):
+        read_checkpoint(tmp_path / 'bare.pth', ema=True)
+
+
+# --- loading: every route gives the checkpoint's weights
+
+
+@pytest.mark.parametrize('route', ['pretrained=True', 'hf-hub', 'local-dir', 'pretrained_cfg_overlay'])
+def test_every_loading_route_reproduces_the_checkpoint(route, expected, exported, hub_cache, monkeypatch):
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(hub_cache))
+    model = {
+        'pretrained=True': lambda: timm.create_model(NAME, pretrained=True),
+        'hf-hub': lambda: timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True),
+        'local-dir': lambda: timm.create_model(f'local-dir:{exported}', pretrained=True),
+        'pretrained_cfg_overlay': lambda: timm.create_model(
+            NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(exported / 'model.safetensors'))),
+    }[route]()
+    assert torch.equal(_outputs(model, _inputs()), expected)
+
+
+def test_hf_hub_offline_environment_loads_from_the_cache(expected, hub_cache, tmp_path):
+    """The user's setting, HF_HUB_OFFLINE=1 and HF_HUB_CACHE in the environment, in a fresh interpreter."""
+    x = _inputs()
+    torch.save(x, tmp_path / 'x.pt')
+    script = (
+        'import sys, torch, timm, timm_mod\n'
+        'x = torch.load(sys.argv[1])\n'
+        f"names = ['{NAME}', 'hf-hub:{REPO_ID}']\n"
+        'with torch.no_grad():\n'
+        '    ys = [timm.create_model(n, pretrained=True).eval()(x) for n in names]\n'
+        'torch.save(ys, sys.argv[2])\n')
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(hub_cache))
+    subprocess.run([sys.executable, '-c', script, tmp_path / 'x.pt', tmp_path / 'y.pt'], env=env, check=True)
+    assert all(torch.equal(y, expected) for y in torch.load(tmp_path / 'y.pt'))
+
+
+def test_card_usage_feature_maps_and_embeddings_load(source, hub_cache, monkeypatch):
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(hub_cache))
+    x = _inputs()
+    features = timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True, features_only=True).eval()
+    with torch.no_grad():
+        maps = features(x)
+        expected = source.forward_intermediates(x, intermediates_only=True)
+    assert len(maps) == len(expected) and all(torch.equal(a, b) for a, b in zip(maps, expected))
+    embedder = timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True, num_classes=0)
+    with torch.no_grad():
+        pooled = source.forward_head(source.forward_features(x), pre_logits=True)
+    assert torch.equal(_outputs(embedder, x), pooled)
+
+
+def test_missing_weights_error_names_the_repo_and_what_to_do():
+    with pytest.raises(RuntimeError) as info:
+        timm.create_model(NAME, pretrained=True)  # offline, empty cache
+    message = str(info.value)
+    assert REPO_ID in message and 'HF_HUB_OFFLINE' in message
+    assert 'pretrained=False' in message and 'local-dir:' in message and 'TIMM_MOD_HUB_ORG' in message
+
+
+def test_loading_never_unpickles(exported, hub_cache, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('torch.load called')
+    monkeypatch.setattr(torch, 'load', refuse)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(hub_cache))
+    timm.create_model(NAME, pretrained=True)
+    timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True)
+    timm.create_model(f'local-dir:{exported}', pretrained=True)
+    timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(exported / 'model.safetensors')))
+
+
+def test_corrupt_weights_fail_to_load(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / 'corrupt')
+    weights = folder / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(Exception, match='(?i)deserializ|header|incomplete|invalid'):
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_weights_of_another_architecture_fail_to_load(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / 'mismatched')
+    timm.models.save_for_hf(timm.create_model('resnet34_mod_cifar'), tmp_path / 'other', safe_serialization=True)
+    shutil.copy(tmp_path / 'other' / 'model.safetensors', folder / 'model.safetensors')
+    with pytest.raises(RuntimeError, match='Unexpected key|size mismatch'):
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+# --- export: what it infers and what it refuses
+
+
+def test_num_classes_comes_from_the_classifier(tmp_path):
+    """A 10-class ImageNet-architecture checkpoint (e.g. digits) exports as a 10-class model under its own repo."""
+    model = _randomized(timm.create_model('resnet18_mod', num_classes=10))
+    ckpt = _train_checkpoint(tmp_path / 'digits.pth.tar', model, 'resnet18_mod')
+    out = export('resnet18_mod', ckpt, tmp_path / 'out', ema=True, repo_id='someone/resnet18_mod.digits')
+    assert json.loads((out / 'config.json').read_text())['model_args']['num_classes'] == 10
+    assert "'hf-hub:someone/resnet18_mod.digits'" in (out / 'README.md').read_text()
+
+
+def test_export_under_the_registered_repo_needs_the_registered_model(tmp_path):
+    """pretrained=True builds the registered model, here 10 classes and MoD fusion 'first': other weights are refused
+    (with nothing written) rather than published where it looks."""
+    seven = _train_checkpoint(tmp_path / 'seven.pth.tar', _randomized(timm.create_model(NAME, num_classes=7)), NAME)
+    with pytest.raises(HubError, match=rf"create_model\('{NAME}.c10', pretrained=True\).*'num_classes': 7"):
+        export(NAME, seven, tmp_path / 'exports' / 'out')
+    last = _randomized(timm.create_model(NAME, num_classes=10, mod_fusion='last'))
+    last = _train_checkpoint(tmp_path / 'last.pth.tar', last, NAME, model_kwargs=dict(mod_fusion='last'))
+    with pytest.raises(HubError, match=rf"create_model\('{NAME}.c10', pretrained=True\).*another --repo-id"):
+        export(NAME, last, tmp_path / 'exports' / 'out')
+    assert not list((tmp_path / 'exports').iterdir())
+
+
+def test_preprocessing_other_than_the_registered_cfg_needs_its_own_repo(tmp_path):
+    model = _randomized(timm.create_model(NAME, num_classes=10, in_chans=1))
+    ckpt = _train_checkpoint(tmp_path / 'digits.pth.tar', model, NAME, mean=[0.5], std=[0.25], in_chans=1)
+    with pytest.raises(HubError, match=r"differ from its registered cfg in .*'input_size': \(1, 32, 32\)"):
+        export(NAME, ckpt, tmp_path / 'out')
+    out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/digits')
+    config = json.loads((out / 'config.json').read_text())
+    assert config['pretrained_cfg']['input_size'] == [1, 32, 32] and config['pretrained_cfg']['mean'] == [0.5]
+    assert config['model_args']['in_chans'] == 1
+
+
+def test_checkpoint_of_another_arch_is_refused(checkpoint, tmp_path):
+    with pytest.raises(HubError, match=f"trained as '{NAME}'"):
+        export('resnet34_mod_cifar', checkpoint, tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_state_dict_that_does_not_fit_names_keys_and_shapes(source, tmp_path):
+    torch.save(source.state_dict(), tmp_path / 'bare.pth')
+    with pytest.raises(HubError, match=r'missing keys \(\d+\): layer1\.2\.'):
+        export('resnet34_mod_cifar', tmp_path / 'bare.pth', tmp_path / 'out')
+    with pytest.raises(HubError, match=r'shape mismatches.*conv1\.weight \(64, 3, 3, 3\) vs \(64, 3, 7, 7\)'):
+        export('resnet18_mod', tmp_path / 'bare.pth', tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('content, error', [
+    (None, 'checkpoint not found'),
+    (b'not a checkpoint at all', 'cannot read checkpoint'),
+    ('truncated', 'cannot read checkpoint'),
+])
+def test_unreadable_checkpoints_are_refused(content, error, checkpoint, tmp_path):
+    path = tmp_path / 'ckpt.pth.tar'
+    if content == 'truncated':
+        path.write_bytes(checkpoint.read_bytes()[:4096])
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(HubError, match=error):
+        export(NAME, path, tmp_path / 'out')
+
+
+def test_unknown_model_and_tag_are_refused(checkpoint, tmp_path):
+    with pytest.raises(HubError, match="unknown model 'resnet18'"):
+        export('resnet18', checkpoint, tmp_path / 'out')
+    with pytest.raises(HubError, match="unknown tag 'in1k'.*c10"):
+        export(f'{NAME}.in1k', checkpoint, tmp_path / 'out')
+
+
+def test_non_empty_output_folder_is_kept_unless_forced(checkpoint, tmp_path):
+    out = tmp_path / 'exports' / 'out'
+    out.mkdir(parents=True)
+    (out / 'keep.txt').write_text('mine')
+    with pytest.raises(HubError, match='not empty: pass --force'):
+        export(NAME, checkpoint, out)
+    assert [p.name for p in out.iterdir()] == ['keep.txt']
+    export(NAME, checkpoint, out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert [p.name for p in out.parent.iterdir()] == ['out']
+
+
+# --- validate.py results
+
+
+def test_results_from_csv(results_file):
+    assert read_results(results_file, NAME) == dict(
+        top1=91.25, top5=99.5, img_size='32', crop_pct='1.0', interpolation='bilinear')
+
+
+def test_results_from_json_pick_the_checkpoint_row(tmp_path):
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps([
+        dict(model=NAME, top1=80.0, top5=95.0, checkpoint='run/checkpoint-1.pth.tar'),
+        dict(model=NAME, top1=81.0, top5=96.0, checkpoint='run/model_best.pth.tar'),
+    ]))
+    assert read_results(path, NAME, 'elsewhere/model_best.pth.tar')['top1'] == 81.0
+    path.write_text(json.dumps(dict(model=f'{NAME}.c10', top1=70.0, top5=90.0)))
+    assert read_results(path, NAME)['top5'] == 90.0
+
+
+def test_results_of_another_model_are_refused(tmp_path):
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps(dict(model='resnet50', top1=80.0, top5=95.0)))
+    with pytest.raises(HubError, match="results of 'resnet50'"):
+        read_results(path, NAME)
+    path.write_text(json.dumps(dict(model=NAME, top1_err=20.0)))
+    with pytest.raises(HubError, match='top1 and top5'):
+        read_results(path, NAME)
+
+
+# --- model cards
+
+
+def _context(**overrides):
+    """The variables `export` passes to a card template, with small made-up values."""
+    context = dict(
+        card_data=ModelCardData(
+            library_name='timm', license='apache-2.0', pipeline_tag='image-classification',
+            tags=['image-classification', 'timm', 'mixture-of-depths'], datasets=['imagenet-1k']),
+        model_name='x.in1k', repo_id='org/x.in1k', registry_name=None, architecture='x', baseline='y',
+        num_classes=1000, image_size='224 x 224', in_chans=3, params_m=1.0, gmacs=0.1,
+        dataset=dict(id='imagenet-1k', name='ImageNet-1k'),
+        mod=dict(mod_c=64, mod_reduction=16, mod_fusion='last', mod_routing='random'), results=None,
+        paper=dict(
+            table='1', dataset='ImageNet-1k', classes=1000, rows=[dict(name='x', top1=70.0, params_m=1.0, gmacs=0.1)]))
+    context.update(overrides)
+    return context
+
+
+def test_every_family_has_a_card_template():
+    families = {p.name for p in CARDS_DIR.glob('*.md') if not p.name.startswith('_')}
+    assert families == set(CARD_TEMPLATES.values())
+    assert {m.rsplit('.', 1)[-1] for m in timm_mod.MODEL_MODULES} == set(CARD_TEMPLATES)
+
+
+@pytest.mark.parametrize('template', sorted(CARD_TEMPLATES.values()))
+@pytest.mark.parametrize('with_mod', [True, False])
+def test_every_card_renders_with_hub_metadata(template, with_mod):
+    card = ModelCard(render_card(template, **_context(mod=_context()['mod'] if with_mod else {})))
+    assert card.data.library_name == 'timm' and card.data.license == 'apache-2.0'
+    assert 'transformers' not in card.data.tags and 'image-classification' in card.data.tags
+    assert card.data.eval_results is None  # no measured results: no model-index
+    blocks = re.findall(r'```python\n(.*?)```', card.text, re.S)
+    assert len(blocks) == 3 and all(b.startswith('import timm_mod') for b in blocks)
+    assert "'hf-hub:org/x.in1k'" in card.text and 'features_only=True' in card.text and 'num_classes=0' in card.text
+    assert 'No measured accuracy' in card.text and 'not from these weights' in card.text
+    assert 'CNN Mixture-of-Depths' in card.text and '2409.17016' in card.text
+    assert ('MoD-lk' in card.text) == with_mod
+
+
+def test_card_with_results_has_model_index_and_keeps_the_paper_apart(exported):
+    card = ModelCard.load(exported / 'README.md')
+    assert card.data.datasets == ['cifar10'] and 'mixture-of-depths' in card.data.tags
+    assert {(r.metric_name, r.metric_value) for r in card.data.eval_results} == {
+        ('Top-1 accuracy', 91.25), ('Top-5 accuracy', 99.5)}
+    measured, paper = card.text.split('### Reported in the paper')
+    assert '| 91.25 | 99.50 |' in measured and 'validate.py' in measured
+    assert '| 92.37 |' in paper and 'resnet18_cifar (baseline)' in paper  # Table 9, the paper's
+    assert f"timm.create_model('{NAME}.c10', pretrained=True)" in card.text
+
+
+# --- command line
+
+
+class _FakeHfApi:
+    calls = []
+
+    def __init__(self, **kwargs):
+        self.calls.append(('init', kwargs))
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(('create_repo', repo_id, kwargs))
+        return type('RepoUrl', (str,), {'repo_id': repo_id})(f'https://huggingface.co/{repo_id}')
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(('upload_folder', kwargs))
+
+
+@pytest.fixture
+def fake_export(exported, monkeypatch):
+    """`export` copying the module's exported folder: the publish tests are about what happens after it."""
+    calls = []
+
+    def copy(model_name, checkpoint, out, **kwargs):
+        calls.append(dict(kwargs, model_name=model_name, checkpoint=checkpoint, out=out))
+        return Path(shutil.copytree(exported, out))
+    monkeypatch.setattr(hub, 'export', copy)
+    return calls
+
+
+def test_publish_dry_run_exports_and_uploads_nothing(fake_export, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, 'HfApi', None)  # any use fails
+    hub.main(['publish', '--model', NAME, '--checkpoint', 'ckpt.pth', '--out', str(tmp_path / 'out'),
+              '--repo-id', 'someone/x.c10', '--dry-run'])
+    assert fake_export[0]['repo_id'] == 'someone/x.c10' and (tmp_path / 'out' / 'model.safetensors').is_file()
+
+
+def test_publish_creates_the_repo_and_uploads_the_folder(fake_export, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, 'HfApi', _FakeHfApi)
+    monkeypatch.setattr(hub, 'get_token', lambda: 'hf_test')
+    _FakeHfApi.calls.clear()
+    hub.main(['publish', '--model', NAME, '--checkpoint', 'ckpt.pth', '--out', str(tmp_path / 'out'), '--ema'])
+    assert fake_export[0]['repo_id'] == REPO_ID and fake_export[0]['ema']
+    (_, init), (_, repo_id, create), (_, upload) = _FakeHfApi.calls
+    assert init['library_name'] == 'timm'
+    assert repo_id == REPO_ID and create == dict(private=False, exist_ok=True)
+    assert upload['repo_id'] == REPO_ID and Path(upload['folder_path']) == tmp_path / 'out'
+    assert capsys.readouterr().out.strip() == f'https://huggingface.co/{REPO_ID}'
+
+
+def test_publish_without_token_stops_before_exporting(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, 'get_token', lambda: None)
+    with pytest.raises(SystemExit) as info:
+        hub.main(['publish', '--model', NAME, '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'out')])
+    assert info.value.code == 2 and 'HF_TOKEN' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        hub.main(['export', '--model', NAME, '--checkpoint', str(tmp_path / 'no.pth'), '--out', str(tmp_path / 'out')])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f'python -m timm_mod.hub export: error: checkpoint not found: {tmp_path / "no.pth"}')
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        hub.main(['publish', '--help'])
+    text = capsys.readouterr().out
+    for flag in ('--model', '--checkpoint', '--out', '--ema', '--results', '--repo-id', '--dataset', '--model-kwargs',
+                 '--force', '--private', '--commit-message', '--dry-run'):
+        assert flag in text

@@ -1,0 +1,573 @@
+"""Export timm train.py checkpoints as Hugging Face Hub model repos, and publish them.
+
+    python -m timm_mod.hub export --model resnet75_mod --checkpoint output/train/RUN/model_best.pth.tar \\
+        --out hub/resnet75_mod.in1k --ema --results results.csv
+    python -m timm_mod.hub publish --model resnet75_mod --checkpoint ... --out hub/resnet75_mod.in1k [--dry-run]
+
+An exported folder holds what timm's `save_for_hf` writes, model.safetensors and config.json, plus README.md, the
+model card rendered from the family's template in hub_cards/. config.json's model_args carry num_classes, in_chans and
+the MoD settings, so ``timm.create_model('hf-hub:ORG/NAME.TAG', pretrained=True)`` rebuilds the trained architecture.
+The folder is written beside --out, loaded back through timm, and moved into place only if it reproduces the
+checkpoint's outputs exactly. `publish` uploads it with huggingface_hub, as timm's `push_to_hf_hub` does.
+"""
+import argparse
+import contextlib
+import csv
+import inspect
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import timm
+import torch
+import torch.nn as nn
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from timm.data import resolve_data_config
+from timm.models import clean_state_dict, get_pretrained_cfg, list_pretrained, save_for_hf, split_model_name_tag
+from timm.utils import ParseKwargs
+
+from . import MODEL_MODULES, list_models
+from .complexity import count_gmacs, count_params_m
+from .layers import MoDBlock
+from .models._common import WEIGHTS_FILE
+from .paper import BASELINES, PAPER
+
+__all__ = ['HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'render_card', 'export', 'publish']
+
+_logger = logging.getLogger(__name__)
+
+# Templates live beside the package in a source checkout; exporting is a maintainer's task run from one.
+CARDS_DIR = Path(__file__).resolve().parent.parent / 'hub_cards'
+# Card template of each family, keyed by the basename of the module that registers it (timm_mod.MODEL_MODULES)
+CARD_TEMPLATES = {
+    'mod_resnet': 'resnet_mod.md', 'mod_mobilenetv2': 'mobilenetv2_mod.md', 'mod_cifar': 'cifar.md',
+    'mod_timm': 'beyond_paper.md',
+}
+MOD_ARGS = ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')
+# Hub dataset id and display name of the data behind each pretrained tag
+DATASETS = {'in1k': ('imagenet-1k', 'ImageNet-1k'), 'c10': ('cifar10', 'CIFAR-10'), 'c100': ('cifar100', 'CIFAR-100')}
+
+
+class HubError(Exception):
+    """A problem with what export / publish were given; the command line reports it without a traceback."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def read_checkpoint(path: Union[str, Path], ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """State dict and training metadata of a timm train.py checkpoint, or of a bare state dict.
+
+    Loaded with ``weights_only=True``: tensors and plain containers only, plus the argparse.Namespace that train.py
+    stores under 'args'.
+
+    Args:
+        path: The checkpoint file.
+        ema: Take 'state_dict_ema' (train.py --model-ema) instead of 'state_dict'.
+
+    Returns:
+        The state dict without DDP / torch.compile prefixes, and a dict with the checkpoint's 'arch' (None when it
+        has none) and 'args' (train.py's arguments as a dict, empty when it has none).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f'checkpoint not found: {path}')
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
+    try:
+        with safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext():
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated, corrupt or foreign file fails in many ways (zip, pickle, EOF, ...)
+        raise HubError(f'cannot read checkpoint {path}: {_first_line(e)}') from e
+    if not isinstance(checkpoint, dict):
+        raise HubError(f'{path} holds a {type(checkpoint).__name__}, not a state dict or a train.py checkpoint')
+
+    if 'state_dict' in checkpoint:
+        key = 'state_dict_ema' if ema else 'state_dict'
+        if checkpoint.get(key) is None:
+            raise HubError(f'{path} has no {key!r} (it has {", ".join(map(repr, checkpoint))}): drop --ema')
+        state_dict = checkpoint[key]
+    elif ema:
+        raise HubError(f'{path} is a bare state dict, without EMA weights: drop --ema')
+    else:
+        state_dict = checkpoint
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise HubError(f'{path} is not a state dict: {not_tensors[0]!r} holds a {type(state_dict[not_tensors[0]])}')
+
+    args = checkpoint.get('args') or {}
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    return clean_state_dict(state_dict), dict(arch=checkpoint.get('arch') or args.get('model'), args=args)
+
+
+def _arch_of(model: str) -> Optional[str]:
+    """Architecture a timm model string names; None for hf-hub: / local-dir: sources, which do not say offline."""
+    return None if ':' in model else split_model_name_tag(model)[0]
+
+
+def read_results(
+        path: Union[str, Path],
+        name: str,
+        checkpoint: Optional[Union[str, Path]] = None,
+) -> Dict[str, Any]:
+    """The row of a timm validate.py results file (--results-file, csv or json) that belongs to these weights.
+
+    A file of several rows (validate.py over several models or checkpoints) must hold exactly one row for the
+    checkpoint (matched by file name) or, failing that, for the architecture.
+
+    Args:
+        path: The results file.
+        name: Architecture of the exported model.
+        checkpoint: The exported checkpoint.
+
+    Returns:
+        top1 and top5 (floats, %) and the evaluation settings validate.py records (img_size, crop_pct, interpolation).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f'results file not found: {path}')
+    text = path.read_text()
+    try:
+        rows = json.loads(text) if text.lstrip().startswith(('{', '[')) else list(csv.DictReader(text.splitlines()))
+    except json.JSONDecodeError as e:
+        raise HubError(f'cannot read results file {path}: {e}') from e
+    rows = [r for r in ([rows] if isinstance(rows, dict) else rows) if isinstance(r, dict) and not r.get('error')]
+    if len(rows) > 1:
+        ckpt_name = Path(checkpoint).name if checkpoint else None
+        rows = ([r for r in rows if ckpt_name and Path(r.get('checkpoint') or '').name == ckpt_name]
+                or [r for r in rows if _arch_of(str(r.get('model', ''))) == name])
+    if len(rows) != 1:
+        raise HubError(f'{path} must hold one result for {name} (or for its checkpoint), found {len(rows)}')
+    row = rows[0]
+    arch = _arch_of(str(row.get('model', '')))
+    if arch and arch != name:
+        raise HubError(f"{path} holds results of {row['model']!r}, not of {name!r}")
+    try:
+        result = dict(top1=float(row['top1']), top5=float(row['top5']))
+    except (KeyError, TypeError, ValueError) as e:
+        raise HubError(f'{path}: the result needs numeric top1 and top5 (validate.py output), got {row}') from e
+    result.update({k: row[k] for k in ('img_size', 'crop_pct', 'interpolation') if row.get(k) not in (None, '')})
+    return result
+
+
+def mod_model_args(model: nn.Module, kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The MoD settings of a built model, as constructor arguments; empty for a model without MoD blocks.
+
+    A model converted by `timm_mod.mod` records its settings (`mod_settings`, c resolved). For the others, fusion
+    and routing are read off the MoD blocks, because entrypoints such as resnet50_mod_lk fix them, and c and r, which
+    a block does not keep, are those in `kwargs` or the defaults of the model class. `export` proves the result by
+    rebuilding the model from config.json.
+
+    Args:
+        model: The model.
+        kwargs: The arguments it was created with.
+    """
+    settings = getattr(model, 'mod_settings', None)
+    if settings:
+        return {f'mod_{k}': settings[k] for k in ('c', 'reduction', 'fusion', 'routing')}
+    blocks = [m for m in model.modules() if isinstance(m, MoDBlock)]
+    if not blocks:
+        return {}
+    args = {}
+    for cls in type(model).__mro__:  # the first __init__ that declares the MoD arguments holds their defaults
+        params = inspect.signature(cls.__init__).parameters
+        if all(k in params for k in MOD_ARGS):
+            args = {k: params[k].default for k in MOD_ARGS}
+            break
+    args.update(mod_fusion=blocks[0].fusion, mod_routing=blocks[0].routing)
+    args.update({k: v for k, v in (kwargs or {}).items() if k in MOD_ARGS})
+    return args
+
+
+def render_card(template: str, **context) -> str:
+    """Render one hub_cards/ template (Jinja2) and check that huggingface_hub parses its metadata.
+
+    Args:
+        template: File name in hub_cards/, e.g. 'resnet_mod.md'.
+        **context: The template's variables (see `_card_context`); `card_data` is a `ModelCardData`.
+    """
+    import jinja2  # imported here: needed to export only, not to load models
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(CARDS_DIR),
+        undefined=jinja2.StrictUndefined,  # a misspelt variable fails the export instead of vanishing from the card
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    context['card_data'] = context['card_data'].to_yaml()
+    text = env.get_template(template).render(**context)
+    ModelCard(text)  # raises on front matter the Hub would reject
+    return text
+
+
+def _paper_context(name: str, num_classes: int) -> Optional[Dict[str, Any]]:
+    """The paper's reported rows for this architecture and its baseline, or None when the paper has none."""
+    row = PAPER.get(name)
+    if row is None:
+        return None
+    cifar = row.table == '9'
+    classes = 100 if cifar and num_classes == 100 else 10 if cifar else 1000
+    rows = []
+    for label, key in ((name, name), (f'{BASELINES.get(name)} (baseline)', BASELINES.get(name))):
+        paper = PAPER.get(key)
+        if paper is not None:
+            params = paper.params_m_c100 if classes == 100 else paper.params_m
+            rows.append(dict(name=label, top1=paper.top1, params_m=params, gmacs=paper.gmacs))
+    return dict(table=row.table, dataset='CIFAR-10' if cifar else 'ImageNet-1k', classes=classes, rows=rows)
+
+
+def _card_context(
+        model: nn.Module,
+        name: str,
+        repo_id: str,
+        registry_name: Optional[str],
+        model_args: Dict[str, Any],
+        dataset: Optional[Tuple[str, str]],
+        results: Optional[Dict[str, Any]],
+) -> Dict[str, Any]:
+    """Everything a card template shows, measured on the model being exported."""
+    cfg = model.pretrained_cfg
+    mod = {k: model_args[k] for k in MOD_ARGS if k in model_args}
+    default_mod = mod_model_args(timm.create_model(name, device='meta'))
+    eval_results = None
+    if results:
+        eval_results = [
+            EvalResult(
+                task_type='image-classification', dataset_type=dataset[0], dataset_name=dataset[1],
+                metric_type='accuracy', metric_name=f'Top-{k} accuracy', metric_value=results[f'top{k}'])
+            for k in (1, 5)]
+    card_data = ModelCardData(
+        library_name='timm',
+        license=cfg.get('license', 'apache-2.0'),
+        pipeline_tag='image-classification',
+        # not 'transformers': these models load only through timm with timm_mod imported
+        tags=['image-classification', 'timm'] + (['mixture-of-depths'] if mod else []),
+        datasets=[dataset[0]] if dataset else None,
+        model_name=repo_id.split('/')[-1] if results else None,  # names the model-index entry
+        eval_results=eval_results,
+    )
+    return dict(
+        card_data=card_data,
+        model_name=repo_id.split('/')[-1],
+        repo_id=repo_id,
+        registry_name=registry_name,
+        architecture=name,
+        baseline=BASELINES.get(name),
+        num_classes=model.num_classes,
+        image_size=' x '.join(map(str, cfg['input_size'][1:])),
+        in_chans=cfg['input_size'][0],
+        params_m=count_params_m(model),
+        gmacs=count_gmacs(model),
+        mod=mod,
+        dataset=dict(id=dataset[0], name=dataset[1]) if dataset else None,
+        results=results,
+        # the paper's numbers describe its settings: none are shown for a model built with others
+        paper=_paper_context(name, model.num_classes) if mod == default_mod else None,
+    )
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise HubError(f'--out {out} exists and is not a folder')
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise HubError(f'--out {out} exists and is not empty: pass --force to replace it')
+
+
+def _resolve_cfg(model_name: str) -> Dict[str, Any]:
+    """The registered pretrained cfg of `name[.tag]` (the default tag when none is given)."""
+    name, tag = split_model_name_tag(model_name)
+    if name not in list_models():
+        raise HubError(f'unknown model {name!r}: not a timm_mod model (see timm_mod.list_models())')
+    try:
+        return get_pretrained_cfg(model_name).to_dict()
+    except RuntimeError as e:
+        raise HubError(f'unknown tag {tag!r} for {name}, known: {", ".join(list_pretrained(name))}') from e
+
+
+def _load_kwargs(state_dict: Dict[str, torch.Tensor], cfg: Dict[str, Any]) -> Dict[str, int]:
+    """num_classes and in_chans of the weights, read off the classifier and the stem.
+
+    So a checkpoint trained on 10 classes (or on 1-channel images) exports as such, whatever the registered cfg says.
+    """
+    kwargs = {}
+    weight = state_dict.get(f"{cfg['classifier']}.weight")
+    if weight is not None:
+        kwargs['num_classes'] = weight.shape[0]
+    weight = state_dict.get(f"{cfg['first_conv']}.weight")
+    if weight is not None and weight.ndim == 4:
+        kwargs['in_chans'] = weight.shape[1]
+    return kwargs
+
+
+def _data_overlay(train_args: Dict[str, Any], cfg: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
+    """The pretrained cfg fields in which the weights' preprocessing differs from the registered cfg.
+
+    train.py's args record the input size, mean, std, ... it trained with (None where it used the model's); the
+    input channels are those of the weights.
+    """
+    data = resolve_data_config(train_args, pretrained_cfg=cfg) if train_args else {}
+    overlay = {k: v for k, v in data.items() if v != cfg.get(k)}
+    input_size = (in_chans, *overlay.get('input_size', cfg['input_size'])[1:])
+    if input_size != tuple(cfg['input_size']):
+        overlay['input_size'] = input_size
+        if input_size[1:] != tuple(cfg['input_size'][1:]):
+            overlay['pool_size'] = None  # the registered pool size belongs to the registered resolution
+    return overlay
+
+
+def _load_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], checkpoint: Path, arch: str) -> None:
+    """Load every tensor or fail with the keys and shapes that do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
+        for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    problems = [
+        f'{what} ({len(keys)}): {", ".join(keys[:4])}{", ..." if len(keys) > 4 else ""}'
+        for what, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                           ('shape mismatches, checkpoint vs model', mismatched)) if keys]
+    if problems:
+        raise HubError(
+            f'{checkpoint} does not fit {arch} built with these settings; ' + '; '.join(problems)
+            + '. Check --model, and --model-kwargs against the settings the checkpoint was trained with.')
+    model.load_state_dict(state_dict)
+
+
+def _check_round_trip(folder: Path, model: nn.Module, registry_name: Optional[str]) -> None:
+    """Load the exported folder back through timm and require the source model's outputs, bit for bit.
+
+    With `registry_name`, the folder is published where ``timm.create_model(registry_name, pretrained=True)`` looks,
+    which builds the registered architecture rather than the one in config.json: that route must match too.
+    """
+    x = torch.randn(1, *model.pretrained_cfg['input_size'], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+    routes = {f'local-dir:{folder}': {}}
+    if registry_name:
+        routes[registry_name] = dict(pretrained_cfg_overlay=dict(file=str(folder / WEIGHTS_FILE)))
+    for source, kwargs in routes.items():
+        try:
+            reloaded = timm.create_model(source, pretrained=True, **kwargs).eval()
+            with torch.no_grad():
+                same = torch.equal(reloaded(x), expected)
+        except RuntimeError as e:
+            same, why = False, _first_line(e)
+        else:
+            why = 'it computes different outputs'
+        if not same and source == registry_name:
+            raise HubError(
+                f'timm.create_model({registry_name!r}, pretrained=True) could not use these weights ({why}): its '
+                f'registered cfg builds another model (num_classes, in_chans or MoD settings differ). Export them '
+                f"under another --repo-id; 'hf-hub:REPO_ID' rebuilds the model from config.json.")
+        if not same:
+            raise HubError(f'the exported folder does not load back as the same model: {why}')
+
+
+def _move_into_place(folder: Path, out: Path) -> None:
+    """Rename the finished folder onto `out`; a replaced folder is deleted only once the new one is in place."""
+    old = folder.with_suffix('.old')  # as unique as `folder`
+    if out.exists():
+        out.rename(old)
+    folder.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(
+        model_name: str,
+        checkpoint: Union[str, Path],
+        out: Union[str, Path],
+        ema: bool = False,
+        results: Optional[Union[str, Path]] = None,
+        repo_id: Optional[str] = None,
+        dataset: Optional[str] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        force: bool = False,
+) -> Path:
+    """Write a Hub model folder (model.safetensors, config.json, README.md) from a train.py checkpoint.
+
+    Args:
+        model_name: timm_mod model, optionally with the pretrained tag whose cfg (input size, mean, std, Hub repo)
+            the weights follow, e.g. 'resnet75_mod.in1k'; the default tag when none is given.
+        checkpoint: train.py checkpoint (with 'state_dict', optionally 'state_dict_ema') or bare state dict.
+        out: Folder to create; an existing non-empty one is replaced only with `force`.
+        ema: Export the EMA weights.
+        results: validate.py results file of these weights, for the card's measured top-1 / top-5.
+        repo_id: Hub repo the card's usage names; default the tag's registered hf_hub_id.
+        dataset: Hub dataset id of the training data, for the card; default from the tag.
+        model_kwargs: Constructor arguments beyond those recorded in the checkpoint's train.py args.
+        force: Replace a non-empty `out`.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        HubError: on an unknown model, an unreadable checkpoint or results file, weights that do not fit the model,
+            an `out` that would be overwritten, or a folder that would not load back as the same model.
+    """
+    # everything that can be wrong with the inputs is checked before the model is built
+    if not CARDS_DIR.is_dir():
+        raise HubError(f'model card templates not found in {CARDS_DIR}: export from a source checkout of timm-mod')
+    cfg = _resolve_cfg(model_name)
+    name, tag = cfg['architecture'], cfg['tag']
+    out = Path(out)
+    _check_out(out, force)
+    repo_id = repo_id or cfg['hf_hub_id']
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f'invalid --repo-id {repo_id!r}: {e}') from e
+    if '/' not in repo_id:
+        raise HubError(f"--repo-id {repo_id!r} needs its organisation or user: 'ORG/NAME.TAG'")
+    dataset_info = (dataset, dict(DATASETS.values()).get(dataset, dataset)) if dataset else DATASETS.get(tag)
+    if results and not dataset_info:
+        raise HubError(f'--results needs --dataset: the tag {tag!r} does not say which data the results are on')
+    state_dict, meta = read_checkpoint(checkpoint, ema)
+    trained_as = meta['arch'] and _arch_of(meta['arch'])
+    if trained_as and trained_as != name:
+        raise HubError(f"{checkpoint} was trained as {meta['arch']!r} (its 'arch'), not {name!r}")
+    measured = read_results(results, name, checkpoint) if results else None
+
+    train_args = meta['args']
+    kwargs = dict(train_args.get('model_kwargs') or {}, **(model_kwargs or {}))
+    if train_args.get('gp'):
+        kwargs['global_pool'] = train_args['gp']
+    kwargs.update(_load_kwargs(state_dict, cfg))
+    overlay = _data_overlay(train_args, cfg, kwargs.get('in_chans', cfg['input_size'][0]))
+    _logger.info(f'building {name}.{tag} with {kwargs or "its defaults"}')
+    model = timm.create_model(f'{name}.{tag}', pretrained_cfg_overlay=overlay, **kwargs)
+    _load_strict(model, state_dict, Path(checkpoint), name)
+    model.eval()
+    registry_name = f'{name}.{tag}' if repo_id == cfg['hf_hub_id'] else None
+    if registry_name:  # the round trip checks the rest; these differences are cheap to see now
+        differs = dict(overlay)
+        if kwargs.get('num_classes', cfg['num_classes']) != cfg['num_classes']:
+            differs['num_classes'] = kwargs['num_classes']
+        if differs:
+            raise HubError(
+                f'timm.create_model({registry_name!r}, pretrained=True) could not use these weights: they differ from '
+                f"its registered cfg in {differs}. Export them under another --repo-id; 'hf-hub:REPO_ID' rebuilds "
+                f'the model from config.json.')
+    model_args = dict(kwargs, **mod_model_args(model, kwargs))
+    model_args.setdefault('num_classes', model.num_classes)
+
+    family = next(m for m in MODEL_MODULES if name in timm.list_models(module=m))
+    template = CARD_TEMPLATES[family]
+    _logger.info('counting parameters and MACs for the model card')
+    context = _card_context(model, name, repo_id, registry_name, model_args, dataset_info, measured)
+    card = render_card(template, **context)
+
+    # beside `out`, so the final move is a rename; mkdir (unlike mkdtemp) gives the folder the user's usual mode
+    folder = out.with_name(f'.{out.name}.{uuid.uuid4().hex[:8]}.partial')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
+    try:
+        save_for_hf(model, folder, model_args=model_args, safe_serialization=True)
+        (folder / 'README.md').write_text(card, encoding='utf-8')
+        _logger.info('loading the folder back through timm to compare outputs')
+        _check_round_trip(folder, model, registry_name)
+        _move_into_place(folder, out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def publish(
+        folder: Union[str, Path],
+        repo_id: str,
+        private: bool = False,
+        commit_message: str = 'Add model',
+) -> str:
+    """Create the Hub repo if needed and upload an exported folder to it, as timm's `push_to_hf_hub` does.
+
+    timm's own function saves from a live model and writes timm's generic card; this uploads the folder that
+    `export` wrote and verified. The token comes from huggingface_hub's usual places (HF_TOKEN, `hf auth login`).
+
+    Returns:
+        URL of the repo.
+    """
+    api = HfApi(library_name='timm', library_version=timm.__version__)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_url.repo_id, folder_path=str(folder), commit_message=commit_message)
+    return str(repo_url)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_mod.hub', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest='command', required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        '--model', required=True, metavar='NAME[.TAG]',
+        help='timm_mod model the checkpoint was trained as; the tag (default: the first registered, e.g. in1k) picks '
+             'the pretrained cfg, the data behind it and the default --repo-id')
+    common.add_argument(
+        '--checkpoint', required=True, metavar='FILE',
+        help='timm train.py checkpoint (model_best.pth.tar, last.pth.tar) or a bare state dict, '
+             'loaded with weights_only=True')
+    common.add_argument(
+        '--out', required=True, metavar='DIR', help='folder to write model.safetensors, config.json and README.md to')
+    common.add_argument(
+        '--ema', action='store_true', help="export the EMA weights ('state_dict_ema', from train.py --model-ema)")
+    common.add_argument(
+        '--results', metavar='FILE',
+        help="timm validate.py results file (--results-file, csv or json) of these weights: its top-1 / top-5 go "
+             "into the card's Results and model-index; without it the card claims no measured accuracy")
+    common.add_argument(
+        '--repo-id', metavar='ORG/NAME.TAG',
+        help='Hub repo the card names and publish uploads to (default: the registered hf_hub_id, e.g. '
+             'timm-mod/resnet75_mod.in1k, where pretrained=True looks)')
+    common.add_argument(
+        '--dataset', metavar='ID',
+        help='Hub dataset id of the training data, for the card (default from the tag: in1k imagenet-1k, '
+             'c10 cifar10, c100 cifar100)')
+    common.add_argument(
+        '--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
+        help="constructor arguments the checkpoint was trained with, beyond those in its train.py 'args' "
+             "(e.g. mod_c=32)")
+    common.add_argument('--force', action='store_true', help='replace --out if it exists and is not empty')
+    commands.add_parser(
+        'export', parents=[common], help='write a Hub model folder from a checkpoint',
+        description='Write model.safetensors, config.json and README.md to --out, verified by loading them back.')
+    publish_parser = commands.add_parser(
+        'publish', parents=[common], help='export, then create the Hub repo and upload the folder',
+        description='Export to --out, then create --repo-id on the Hub and upload the folder to it. The token comes '
+                    'from HF_TOKEN or `hf auth login`.')
+    publish_parser.add_argument('--private', action='store_true', help='create the repo private')
+    publish_parser.add_argument('--commit-message', default='Add model', help='message of the upload commit')
+    publish_parser.add_argument('--dry-run', action='store_true', help='stop after the export; upload nothing')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(format='%(message)s')
+    _logger.setLevel(logging.INFO)  # our progress lines, not timm's loading chatter
+    uploading = args.command == 'publish' and not args.dry_run
+    try:
+        repo_id = args.repo_id or _resolve_cfg(args.model)['hf_hub_id']
+        if uploading and not get_token():  # before the export, which can take minutes
+            raise HubError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass --dry-run)')
+        out = export(
+            args.model, args.checkpoint, args.out, ema=args.ema, results=args.results, repo_id=repo_id,
+            dataset=args.dataset, model_kwargs=args.model_kwargs, force=args.force)
+    except HubError as e:
+        parser.exit(2, f'{parser.prog} {args.command}: error: {e}\n')
+    _logger.info(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
+    if args.command == 'export':
+        _logger.info(f"load it with timm.create_model('local-dir:{out}', pretrained=True) after `import timm_mod`")
+    elif args.dry_run:
+        _logger.info(f'dry run: {repo_id} neither created nor uploaded to')
+    else:
+        _logger.info(f'creating {repo_id} if needed and uploading {out}')
+        print(publish(out, repo_id, private=args.private, commit_message=args.commit_message))
+
+
+if __name__ == '__main__':
+    main()
