@@ -16,7 +16,7 @@ from .paper import PAPER
 
 __all__ = ['load_rows', 'render_markdown', 'plot_figure3']
 
-SETTING_KEYS = ('device', 'gpu', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+SETTING_KEYS = ('source', 'device', 'gpu', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
 
 
 def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
@@ -36,7 +36,7 @@ def _setting_title(row: Dict[str, Any]) -> str:
     extras = [name for name, on in (('channels_last', row.get('channels_last')), ('AMP', row.get('amp')),
                                     (compiled, mode)) if on]
     return f'{where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
-        f' (torch {row["torch"]}, timm {row["timm"]})')
+        f' (torch {row["torch"]}, timm {row["timm"]}; `{row.get("source", "-")}`)')
 
 
 def _fmt(value: Optional[float], spec: str = '.2f') -> str:
