@@ -6,7 +6,7 @@ an Intel Core i7-10850H and GPU latency on an NVIDIA Quadro RTX 3000 with torch.
 """
 from typing import Dict, NamedTuple, Optional
 
-__all__ = ['PaperRow', 'PAPER', 'BASELINES']
+__all__ = ['PaperRow', 'PAPER', 'BASELINES', 'DensePaperRow', 'DENSE_PAPER']
 
 
 class PaperRow(NamedTuple):
@@ -70,4 +70,41 @@ BASELINES: Dict[str, str] = {
     'resnet18_mod_cifar': 'resnet18_cifar', 'resnet34_mod_cifar': 'resnet34_cifar',
     'resnet50_mod_cifar': 'resnet50_cifar', 'vgg16_bn_mod_cifar': 'vgg16_bn_cifar',
     'vgg19_bn_mod_cifar': 'vgg19_bn_cifar',
+    # --- beyond the paper: timm CNNs converted by timm_mod.mod, paired with the timm model they convert (no paper
+    # numbers exist for these)
+    'convnext_tiny_mod': 'convnext_tiny', 'convnext_nano_mod': 'convnext_nano',
+    'resnext50_32x4d_mod': 'resnext50_32x4d', 'seresnet50_mod': 'seresnet50', 'regnety_016_mod': 'regnety_016',
+    'efficientnet_b0_mod': 'efficientnet_b0', 'mobilenetv3_large_100_mod': 'mobilenetv3_large_100',
+}
+
+
+class DensePaperRow(NamedTuple):
+    table: str
+    tflops: float
+    params_m: float
+    metrics: Dict[str, float]  # Table 3: aAcc, mIoU, mAcc; Table 4: mAP, AP50 (VOC07 11-point)
+    cpu_ms: float
+    gpu_ms: float
+    speedup_cpu: Optional[float] = None
+    speedup_gpu: Optional[float] = None
+
+
+# Tables 3 (FCN, Cityscapes val, MMSegmentation) and 4 (Faster R-CNN + FPN, VOC 2007, MMDetection), keyed
+# '<system>_<backbone>' as timm_mod.dense names them. Table 4's 0.949 TFLOPS for R50-MoD is transcribed as printed
+# (the other rows suggest 0.0949).
+DENSE_PAPER: Dict[str, DensePaperRow] = {
+    'fcn_resnet86_mod': DensePaperRow('3', 0.377, 47.15, dict(aAcc=95.75, mIoU=73.75, mAcc=81.75), 8272.40, 202.65,
+                                      1.01, 1.02),
+    'fcn_resnet50': DensePaperRow('3', 0.393, 47.11, dict(aAcc=95.68, mIoU=72.80, mAcc=80.25), 8389.35, 206.30),
+    'fcn_resnet75_mod': DensePaperRow('3', 0.359, 44.66, dict(aAcc=95.72, mIoU=72.72, mAcc=80.56), 7687.20, 192.50,
+                                      1.09, 1.07),
+    'fcn_resnet50_mod': DensePaperRow('3', 0.322, 39.66, dict(aAcc=95.37, mIoU=71.58, mAcc=79.54), 6757.20, 166.50,
+                                      1.24, 1.24),
+    'faster_rcnn_resnet86_mod': DensePaperRow('4', 0.108, 41.486, dict(mAP=77.67, AP50=77.67), 2813.9, 83.5,
+                                              1.10, 0.96),
+    'faster_rcnn_resnet50': DensePaperRow('4', 0.111, 41.446, dict(mAP=77.30, AP50=77.27), 3101.5, 80.5),
+    'faster_rcnn_resnet75_mod': DensePaperRow('4', 0.104, 38.989, dict(mAP=77.04, AP50=77.03), 2784.5, 76.4,
+                                              1.11, 1.05),
+    'faster_rcnn_resnet50_mod': DensePaperRow('4', 0.949, 33.994, dict(mAP=75.10, AP50=75.10), 2453.3, 69.3,
+                                              1.26, 1.16),
 }
