@@ -126,13 +126,15 @@ def main(argv=None):
     parser.add_argument('json', nargs='+', help='benchmark JSON files')
     parser.add_argument('--out', help='write the markdown tables here (default: stdout)')
     parser.add_argument('--header', help='markdown file placed before the tables')
+    parser.add_argument('--footer', help='markdown file placed after the tables')
     parser.add_argument('--plot', metavar='DIR', help='also draw Figure 3 into DIR')
     args = parser.parse_args(argv)
-    missing = [p for p in args.json if not Path(p).is_file()]
+    missing = [p for p in args.json + [args.header, args.footer] if p and not Path(p).is_file()]
     if missing:
         parser.error(f'no such benchmark file: {", ".join(missing)}')
     rows = load_rows(args.json)
-    text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows)
+    text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows) + (
+        Path(args.footer).read_text() if args.footer else '')
     if args.out:
         Path(args.out).write_text(text)
         print(f'wrote {args.out}', file=sys.stderr)
