@@ -1,0 +1,432 @@
+"""Train any model with timm's own, unmodified train.py: one command, recipes for the paper's data, CPU to many GPUs.
+
+    ./train.sh DATASET MODEL [train.py arguments ...]
+    python -m timm_mod.train DATASET MODEL [train.py arguments ...]
+
+DATASET is a preset (below) or the path of an ImageFolder root holding train/ and val/ (or validation/). The
+arguments after MODEL go to train.py last, so they override the preset (--epochs 30, --lr 0.2, ...). A preset's
+batch is global, split over the processes; -b/--batch-size keeps train.py's meaning, the batch of one process. The
+learning rate follows the real global batch linearly (train.py's --lr-base rule) unless --lr is given.
+
+presets:
+  imagenet   the paper's recipe (Appendix A.1): 100 epochs, SGD momentum 0.9, lr 0.1 per 256 images of global
+             batch, x0.1 every 30 epochs, weight decay 1e-4, random-resized-crop + flip at 224 px, no warm-up,
+             no label smoothing, no EMA. Data: $DATA_DIR or --data-dir, an ImageFolder with train/ and val/.
+  cifar10    the standard CIFAR ResNet recipe (the paper gives none): 200 epochs, SGD momentum 0.9, lr 0.1 per
+  cifar100   128 images, cosine, weight decay 5e-4, crop + flip at 32 px. Data: timm's torchvision datasets,
+             downloaded on first use into $DATA_DIR (default: <cache>/data).
+  digits     the quick start: scikit-learn's 1,797 handwritten digits, written once as a 32 px ImageFolder into
+             <cache>/digits; 10 epochs, batch 64, SGD lr 0.1 cosine. A 2-core CPU trains resnet18_mod to ~99 %
+             in under a minute.
+  PATH       your ImageFolder, with the imagenet recipe (override what does not fit, e.g. --epochs, --img-size).
+
+environment:
+  NPROC        processes per node (default: the GPUs present, else 1); more than one runs torchrun
+  NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT
+               span nodes: run the same command on every node. In a SLURM allocation (one ./train.sh per node,
+               srun --ntasks-per-node=1) they default to SLURM_JOB_NUM_NODES, SLURM_NODEID and the first host
+               of SLURM_JOB_NODELIST
+  DATA_DIR     data root of the imagenet and cifar presets
+  RESUME=1     same as --resume
+  DRY_RUN=1    same as --dry-run
+  TIMM_TRAIN_PY, TIMM_MOD_CACHE
+               where timm's train.py is (see python -m timm_mod.run --help); the cache root (~/.cache/timm_mod)
+
+Every run writes a new folder, OUTPUT/DATASET-MODEL-TIMESTAMP (OUTPUT: --output, default output/train): a run never
+overwrites another. A resumed run continues from the checkpoint in a new folder and ends at the epoch the
+uninterrupted run would have. On a GPU the defaults add --amp --channels-last --pin-mem and data workers sized to
+the cores; on a CPU, --device cpu and one worker per process.
+"""
+import argparse
+import dataclasses
+import difflib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import timm
+import torch
+from timm.models import parse_model_name, safe_model_name
+
+from .models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
+
+__all__ = ['Preset', 'PRESETS', 'Topology', 'UsageError', 'build_command', 'write_digits', 'main']
+
+CIFAR_MEAN_STD = {'cifar10': (CIFAR10_MEAN, CIFAR10_STD), 'cifar100': (CIFAR100_MEAN, CIFAR100_STD)}
+VAL_FOLDERS = ('val', 'validation')
+DIGITS_SIZE = 32
+DIGITS_VAL_EVERY = 5  # the 1st, 6th, 11th, ... image of each class (in scikit-learn's order) is validation
+
+
+class UsageError(ValueError):
+    """Bad input, reported before any long work starts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A training recipe in train.py's own arguments, plus the batch and learning rate that scale with processes.
+
+    Attributes:
+        args: train.py arguments of the recipe, batch size and learning rate excepted.
+        global_batch: Images per optimizer step over all processes.
+        lr: Learning rate at a global batch of `lr_batch`; train.py scales it linearly to the real global batch.
+        lr_batch: The global batch `lr` is given for.
+    """
+    args: Tuple[str, ...]
+    global_batch: int
+    lr: float
+    lr_batch: int
+
+
+# SGD with plain (not Nesterov) momentum and weight decay on every parameter, as the classic recipes; timm's
+# defaults (Nesterov, no decay on biases and norm weights, colour jitter, random interpolation) are not the paper's.
+_SGD = ('--opt', 'momentum', '--momentum', '0.9', '--opt-kwargs', 'filter_bias_and_bn=False')
+_PLAIN_AUG = ('--color-jitter', '0', '--train-interpolation', 'bilinear')
+
+IMAGENET = Preset(
+    args=_SGD + _PLAIN_AUG + (
+        '--weight-decay', '1e-4', '--epochs', '100', '--sched', 'step', '--decay-epochs', '30', '--decay-rate', '0.1',
+        '--warmup-epochs', '0', '--smoothing', '0', '--img-size', '224'),
+    global_batch=256, lr=0.1, lr_batch=256)
+
+
+def _cifar(name: str) -> Preset:
+    mean, std = CIFAR_MEAN_STD[name]
+    return Preset(
+        args=_SGD + _PLAIN_AUG + (
+            '--weight-decay', '5e-4', '--epochs', '200', '--sched', 'cosine', '--warmup-epochs', '0',
+            '--smoothing', '0', '--img-size', '32', '--crop-pct', '1.0', '--scale', '0.6', '1.0',
+            '--num-classes', '100' if name == 'cifar100' else '10',
+            '--mean', *map(str, mean), '--std', *map(str, std)),
+        global_batch=128, lr=0.1, lr_batch=128)
+
+
+# No flip (digits are not mirror images of each other), a milder crop than ImageNet's, and one ranked checkpoint
+# kept: each is 40 MB, and the quick start should not leave half a gigabyte behind.
+DIGITS = Preset(
+    args=_SGD + (
+        '--weight-decay', '5e-4', '--epochs', '10', '--sched', 'cosine', '--warmup-epochs', '0',
+        '--img-size', str(DIGITS_SIZE), '--crop-pct', '1.0', '--scale', '0.5', '1.0', '--hflip', '0',
+        '--checkpoint-hist', '1'),
+    global_batch=64, lr=0.1, lr_batch=64)
+
+PRESETS: Dict[str, Preset] = {
+    'imagenet': IMAGENET,
+    'cifar10': _cifar('cifar10'),
+    'cifar100': _cifar('cifar100'),
+    'digits': DIGITS,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Processes per node and the nodes they span; more than one process in all means torchrun."""
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    value = env.get(name, '')
+    if value == '':
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f'{name}={value} is not a whole number') from None
+    if number < minimum:
+        raise UsageError(f'{name}={value} must be at least {minimum}')
+    return number
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, '').lower() in ('1', 'true', 'yes', 'on')
+
+
+def _slurm_first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``node[01-04]`` style), expanded by SLURM's own scontrol."""
+    try:
+        proc = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True, text=True)
+    except FileNotFoundError:
+        proc = None
+    if proc is None or proc.returncode or not proc.stdout.split():
+        raise UsageError(f'cannot expand SLURM_JOB_NODELIST={nodelist} without scontrol: set MASTER_ADDR')
+    return proc.stdout.split()[0]
+
+
+def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
+    """Processes and nodes from NPROC, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, or a SLURM allocation."""
+    slurm = 'SLURM_JOB_ID' in env and 'NNODES' not in env
+    nnodes = _env_int(env, 'SLURM_JOB_NUM_NODES' if slurm else 'NNODES', 1, minimum=1)
+    node_rank = _env_int(env, 'SLURM_NODEID' if slurm else 'NODE_RANK', 0)
+    if node_rank >= nnodes:
+        raise UsageError(f'NODE_RANK={node_rank} must be below NNODES={nnodes}')
+    master_addr = env.get('MASTER_ADDR') or None
+    if nnodes > 1 and master_addr is None:
+        if not slurm:
+            raise UsageError(f'NNODES={nnodes} needs MASTER_ADDR, the address of the node with NODE_RANK=0')
+        master_addr = _slurm_first_host(env['SLURM_JOB_NODELIST'])
+    master_port = _env_int(env, 'MASTER_PORT', 29500 if master_addr else 0) or None
+    return Topology(
+        nproc=_env_int(env, 'NPROC', max(gpus, 1), minimum=1), nnodes=nnodes, node_rank=node_rank,
+        master_addr=master_addr, master_port=master_port)
+
+
+def _last_value(args: Sequence[str], *flags: str) -> Optional[str]:
+    """The value the last of ``--flag VALUE`` / ``--flag=VALUE`` gives in train.py arguments (argparse: last wins)."""
+    value = None
+    for i, arg in enumerate(args):
+        name, eq, inline = arg.partition('=')
+        if name in flags:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
+def _check_model(name: str) -> None:
+    source, arch = parse_model_name(name)
+    if source:  # hf-hub: or local-dir: models are resolved by train.py itself
+        return
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        hint = f'; nearest registered names: {", ".join(close)}' if close else ''
+        raise UsageError(f'unknown model \'{name}\'{hint} (python -c "import timm_mod; print(timm_mod.list_models())" '
+                         f'lists ours)')
+
+
+def _image_folder_args(root: Path, what: str) -> List[str]:
+    """train.py data arguments of an ImageFolder root, checked: train/ with class folders, and val/ or validation/."""
+    train = root / 'train'
+    if not train.is_dir():
+        raise UsageError(f'{what}: no train/ folder (looked for {train})')
+    classes = [p for p in train.iterdir() if p.is_dir()]
+    if not classes:
+        raise UsageError(f'{what}: {train} has no class folders (an ImageFolder has train/<class>/<image>)')
+    val = next((name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    if val is None:
+        raise UsageError(f'{what}: no validation folder (looked for {root / "val"} and {root / "validation"})')
+    return ['--data-dir', str(root), '--train-split', 'train', '--val-split', val, '--num-classes', str(len(classes))]
+
+
+def digits_root() -> Path:
+    """Where the digits ImageFolder is written: ``<cache root>/digits``."""
+    return cache_root() / 'digits'
+
+
+def write_digits(root: Path) -> Path:
+    """Write scikit-learn's handwritten digits as an ImageFolder (once; an existing complete folder is kept).
+
+    The 1,797 8x8 images (17 gray levels) become 32x32 8-bit grayscale PNGs, upscaled bicubically, in
+    ``train/<digit>/`` and ``val/<digit>/``, named by their index in scikit-learn's dataset. The split is fixed and
+    stratified: the 1st, 6th, 11th, ... image of each digit is validation (364 images), the rest train (1,433).
+
+    Args:
+        root: Folder to write; created atomically (written beside it, then renamed), so an interrupted conversion
+            is never mistaken for a complete one.
+
+    Returns:
+        root.
+    """
+    if (root / 'train').is_dir() and (root / 'val').is_dir():
+        return root
+    try:
+        import numpy as np
+        from PIL import Image
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise UsageError(f'the digits preset needs scikit-learn ({e}): pip install -e ".[train]"') from None
+    print(f'timm_mod: writing scikit-learn\'s digits as an ImageFolder into {root} (once)', file=sys.stderr)
+    digits = load_digits()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix='.digits-') as tmp:
+        seen: Dict[int, int] = {}
+        for index, (image, label) in enumerate(zip(digits.images, digits.target)):
+            rank = seen[label] = seen.get(label, -1) + 1
+            folder = Path(tmp) / 'digits' / ('val' if rank % DIGITS_VAL_EVERY == 0 else 'train') / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.round(image * (255 / 16)).astype(np.uint8)
+            Image.fromarray(pixels).resize((DIGITS_SIZE, DIGITS_SIZE), Image.BICUBIC).save(folder / f'{index:04d}.png')
+        try:
+            os.replace(Path(tmp) / 'digits', root)
+        except OSError:
+            if not (root / 'val').is_dir():  # not a concurrent conversion that finished first
+                raise
+    return root
+
+
+def _dataset(dataset: str, extras: Sequence[str], env: Mapping[str, str]) -> Tuple[str, Preset, List[str]]:
+    """The run name of the data, its recipe and train.py's data arguments; checks folders, writes nothing."""
+    data_dir = _last_value(extras, '--data-dir') or env.get('DATA_DIR') or None
+    if dataset == 'imagenet':
+        if data_dir is None:
+            raise UsageError('imagenet: set DATA_DIR (or pass --data-dir) to an ImageFolder with train/ and val/')
+        return dataset, IMAGENET, _image_folder_args(Path(data_dir), f'imagenet in {data_dir}')
+    if dataset in CIFAR_MEAN_STD:
+        root = data_dir or str(cache_root() / 'data')
+        # timm's torch/ datasets read any eval split name as torchvision's test set
+        return dataset, PRESETS[dataset], [
+            '--dataset', f'torch/{dataset}', '--dataset-download', '--data-dir', root,
+            '--train-split', 'train', '--val-split', 'validation']
+    if dataset == 'digits':
+        return dataset, DIGITS, [
+            '--data-dir', str(digits_root()), '--train-split', 'train', '--val-split', 'val', '--num-classes', '10']
+    path = Path(dataset).expanduser()
+    if not path.is_dir():
+        raise UsageError(f'unknown dataset \'{dataset}\': not a preset ({", ".join(PRESETS)}) and no folder '
+                         f'{path.resolve()}')
+    path = path.resolve()
+    return path.name, IMAGENET, _image_folder_args(path, f'dataset folder {path}')
+
+
+def _device_args(device: str, nproc: int, gpus: int) -> List[str]:
+    if device.startswith('cuda'):
+        if nproc > gpus:
+            raise UsageError(f'NPROC={nproc} processes, but {gpus} GPU(s) here (one process per GPU): set NPROC '
+                             f'to at most {gpus}, or pass --device cpu')
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+        # every core but one (the process's own) decodes images: ImageNet-rate data loading needs them all
+        return ['--amp', '--channels-last', '--pin-mem', '--workers', str(max(1, cores // nproc - 1))]
+    # compute already uses every core: one worker per process overlaps image decoding without oversubscribing
+    return ['--device', 'cpu', '--workers', '1']
+
+
+def _launcher(topology: Topology, train_py: Path) -> List[str]:
+    run = ['-m', 'timm_mod.run', str(train_py)]
+    if topology.world_size == 1:
+        return [sys.executable, *run]
+    # torchrun as `python -m torch.distributed.run`: the same program, certain to be this interpreter's
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={topology.nproc}']
+    if topology.master_addr is None and topology.master_port is None:
+        torchrun.append('--standalone')  # a free local port: concurrent single-node runs do not collide
+    else:
+        torchrun += [f'--nnodes={topology.nnodes}', f'--node_rank={topology.node_rank}',
+                     f'--master_addr={topology.master_addr or "127.0.0.1"}', f'--master_port={topology.master_port}']
+    return torchrun + run
+
+
+def _new_run_dir(output: Path, prefix: str, reserve: bool) -> Path:
+    """A folder no run has used: ``prefix-TIMESTAMP``, suffixed ``-1``, ``-2``, ... if taken; made when `reserve`."""
+    base = output / f'{prefix}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'
+    for n in range(1000):
+        path = base if n == 0 else Path(f'{base}-{n}')
+        if not reserve:
+            if not path.exists():
+                return path
+            continue
+        try:
+            path.mkdir(parents=True)  # atomic: two launches in the same second cannot both get it
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f'no free run folder for {base}')
+
+
+def _last_checkpoint(output: Path, prefix: str) -> Path:
+    """last.pth.tar of the most recently saved run named ``prefix-TIMESTAMP`` under `output`."""
+    pattern = re.compile(re.escape(prefix) + r'-\d{8}-\d{6}(-\d+)?')
+    found = [p for p in output.glob('*/last.pth.tar') if pattern.fullmatch(p.parent.name)]
+    if not found:
+        raise UsageError(f'nothing to resume: no {output / (prefix + "-*")}/last.pth.tar')
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def build_command(
+        dataset: str,
+        model: str,
+        extras: Sequence[str] = (),
+        resume: Optional[str] = None,
+        dry_run: bool = False,
+        env: Optional[Mapping[str, str]] = None,
+) -> List[str]:
+    """The train.py (or torchrun) command of one run; checks every input first and fails with a UsageError.
+
+    Args:
+        dataset: A preset name or an ImageFolder path.
+        model: A model name timm knows (after ``import timm_mod``), or an ``hf-hub:`` name.
+        extras: train.py arguments, appended last so they override the preset.
+        resume: A checkpoint to resume from, or ``'last'`` for last.pth.tar of the latest run of dataset and model.
+        dry_run: Compute the command only: clone nothing, write no data, reserve no run folder.
+        env: Environment to read NPROC, NNODES, DATA_DIR, ... from (default: os.environ).
+    """
+    env = os.environ if env is None else env
+    # every check first, then the slow parts (a clone, the digits conversion), then the run folder
+    _check_model(model)
+    name, preset, data_args = _dataset(dataset, extras, env)
+    gpus = torch.cuda.device_count()
+    topology = topology_from_env(env, gpus)
+    device = _last_value(extras, '--device') or ('cuda' if gpus else 'cpu')
+    device_args = _device_args(device, topology.nproc, gpus)
+    output = Path(_last_value(extras, '--output') or 'output/train')
+    prefix = f'{name}-{safe_model_name(model)}'
+    resume_args = []
+    if resume:
+        checkpoint = _last_checkpoint(output, prefix) if resume == 'last' else Path(resume)
+        if not checkpoint.is_file():
+            raise UsageError(f'no checkpoint to resume at {checkpoint}')
+        resume_args = ['--resume', str(checkpoint)]
+
+    repo = find_timm_repo(clone=not dry_run)
+    if repo is None:
+        print(f'note: no checkout of timm\'s scripts yet; a real run clones one into {timm_repo_cache()}',
+              file=sys.stderr)
+        repo = timm_repo_cache()
+    if dataset == 'digits' and not dry_run:
+        write_digits(digits_root())
+    run_args = []
+    if _last_value(extras, '--experiment') is None:
+        # only global rank 0 writes: the other nodes must not leave empty folders behind
+        run_dir = _new_run_dir(output, prefix, reserve=not dry_run and topology.node_rank == 0)
+        run_args = ['--output', str(output), '--experiment', run_dir.name]
+
+    per_process = max(1, preset.global_batch // topology.world_size)
+    recipe = [*preset.args, '--batch-size', str(per_process), '--lr-base', str(preset.lr),
+              '--lr-base-size', str(preset.lr_batch), '--lr-base-scale', 'linear']
+    return [
+        *_launcher(topology, repo / 'train.py'), '--model', model, *data_args, *recipe, *device_args,
+        '--device-modules', 'timm_mod', *run_args, *resume_args, *extras]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='./train.sh', usage='%(prog)s DATASET MODEL [--dry-run] [--resume [PATH]] [train.py arguments ...]',
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument('dataset', metavar='DATASET', help=f'a preset ({", ".join(PRESETS)}) or an ImageFolder path')
+    parser.add_argument('model', metavar='MODEL', help='a model name (timm\'s or timm_mod\'s), e.g. resnet18_mod')
+    parser.add_argument('--dry-run', action='store_true', help='print the command and exit (or DRY_RUN=1)')
+    parser.add_argument(
+        '--resume', nargs='?', const='last', metavar='PATH',
+        help='resume from the checkpoint PATH; alone (or RESUME=1): from last.pth.tar of the latest run of '
+             'DATASET and MODEL under OUTPUT. The resumed run writes a new folder.')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    dry_run = args.dry_run or _env_flag(os.environ, 'DRY_RUN')
+    resume = args.resume or ('last' if _env_flag(os.environ, 'RESUME') else None)
+    try:
+        cmd = build_command(args.dataset, args.model, extras, resume=resume, dry_run=dry_run)
+    except (UsageError, TimmScriptError) as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
+    print(shlex.join(cmd), flush=True)
+    if dry_run:
+        return 0
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)  # train.py takes this process over: signals and the exit status are its own
+
+
+if __name__ == '__main__':
+    sys.exit(main())
