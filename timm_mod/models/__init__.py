@@ -5,9 +5,10 @@ from timm.models import list_models as _timm_list_models
 from .mod_cifar import *
 from .mod_mobilenetv2 import *
 from .mod_resnet import *
+from .mod_timm import *
 
 # timm groups models by the basename of the module that registers them
-MODEL_MODULES = ('mod_resnet', 'mod_mobilenetv2', 'mod_cifar')
+MODEL_MODULES = ('mod_resnet', 'mod_mobilenetv2', 'mod_cifar', 'mod_timm')
 
 
 def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
