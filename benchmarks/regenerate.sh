@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md: times every paper model against its baseline on this machine's CPU (the paper's
-# setting, 1 thread batch 1, then all cores at batch 1 and 32), then writes the report from every JSON in
-# benchmarks/results/ (GPU runs come from benchmarks/gpu.sh on a GPU machine and are kept there).
-# Earlier CPU results are moved to benchmarks/results/old/, never overwritten. Takes about 30 minutes on 2 cores.
+# Regenerates BENCHMARKS.md: times the paper's models against their baselines on this machine's CPU, then writes the
+# report from every JSON in benchmarks/results/ (GPU runs come from benchmarks/gpu*.sh on a GPU machine).
+#   1 thread, batch 1 (the paper's setting): every model of BASELINES (paper + beyond), with its bound
+#   all cores, batch 1 and 32 (inference and training): the Table 1/2 pairs, or every model with ALL=1
+# Earlier CPU results are moved to benchmarks/results/old/, never overwritten. About 15 minutes on 2 cores
+# (ALL=1: about 45); run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -13,11 +15,13 @@ for f in "$results"/cpu-*.json; do
   [ -e "$f" ] && mv "$f" "$results/old/$(basename "$f" .json).$stamp.json"
 done
 cores=$(nproc)
-# inference at batch 1 (the paper's setting first), then inference and training at batch 32
-"$py" -m timm_mod.bench --threads 1 --batch-size 1 --bound --no-train --json "$results/cpu-1t-bs1.json"
-"$py" -m timm_mod.bench --threads "$cores" --batch-size 1 --bound --no-train --no-gmacs \
-  --json "$results/cpu-${cores}t-bs1.json"
-"$py" -m timm_mod.bench --threads "$cores" --batch-size 32 --bound --min-run-time 0.5 --no-gmacs \
+main=resnet50_mod,resnet75_mod,resnet86_mod,mobilenetv2_mod,mobilenetv2_mod_l
+models=$([ "${ALL:-0}" = 1 ] && echo "" || echo "$main")
+"$py" -m timm_mod.bench --threads 1 --batch-size 1 --bound --no-train --min-run-time 0.5 \
+  --json "$results/cpu-1t-bs1.json"
+"$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 1 --bound --no-train --no-gmacs \
+  --min-run-time 0.5 --json "$results/cpu-${cores}t-bs1.json"
+"$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 32 --bound --min-run-time 0.5 --no-gmacs \
   --json "$results/cpu-${cores}t-bs32.json"
 "$py" -m timm_mod.report "$results"/*.json --header benchmarks/header.md --footer benchmarks/dense.md \
   --out BENCHMARKS.md --plot benchmarks/figures

@@ -32,7 +32,7 @@ __all__ = ['default_models', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_na
 
 
 def default_models() -> List[str]:
-    """The paper's MoD rows (each is benchmarked with its paired baseline)."""
+    """Every MoD model with a paired baseline: the paper's rows, then the beyond-the-paper conversions."""
     return list(BASELINES)
 
 
@@ -266,7 +266,7 @@ def main(argv=None):
         prog='python -m timm_mod.bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='',
                         help='comma-separated models; each MoD model brings its paired baseline '
-                             '(default: every MoD model of the paper)')
+                             '(default: every MoD model of timm_mod.paper.BASELINES)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
     parser.add_argument('--threads', type=_int_list, default=None,
                         help='intra-op thread counts, comma-separated (default: all cores)')

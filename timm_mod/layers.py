@@ -46,6 +46,7 @@ def _channel_index(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return idx[:, :, None, None].expand(x.shape[0], idx.shape[1], x.shape[2], x.shape[3])
 
 
+@register_notrace_function  # branches on the memory format: FX keeps it as one call
 def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x[b, idx[b]] for every sample b: (B, C, H, W) -> (B, k, H, W), keeping x's memory format.
 
@@ -111,13 +112,34 @@ class _FuseAdd(torch.autograd.Function):
 @register_notrace_function  # FX keeps custom autograd functions as single calls
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """Per-channel spatial mean, (B, C, H, W) -> (B, C)."""
-    return _ChannelMean.apply(x)
+    if torch.jit.is_scripting():  # TorchScript has no custom autograd functions (an FX graph may get scripted)
+        return x.mean((2, 3))
+    else:
+        return _ChannelMean.apply(x)
 
 
 @register_notrace_function
 def fuse_add(x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
-    """x with scores * y added to channels [start, start + y.shape[1]), out of place, autograd-friendly."""
-    return _FuseAdd.apply(x, y, scores, start)
+    """x with scores * y added to channels [start, start + y.shape[1]).
+
+    Without autograd (inference) the update goes into x in place, touching only those channels: x is the output of
+    the block before, which nothing else reads. With autograd x may be saved for that block's backward (an in-place
+    ReLU's output), so the result is built out of place by `_FuseAdd`. One FX leaf, so a traced graph keeps the
+    in-place update (it would otherwise be dropped as a node without users).
+    """
+    k = y.shape[1]
+    dst = x.narrow(1, start, k)
+    if torch.jit.is_scripting():  # TorchScript has no custom autograd functions: plain out-of-place ops
+        fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
+        return torch.cat([x[:, :start], fused, x[:, start + k:]], dim=1)
+    else:
+        if not torch.is_grad_enabled():
+            if scores is None:
+                dst.add_(y)
+            else:
+                dst.addcmul_(y, scores)
+            return x
+        return _FuseAdd.apply(x, y, scores, start)
 
 
 @register_notrace_function  # draws from an RNG: FX keeps it as one call
@@ -127,7 +149,7 @@ def random_channels(x: torch.Tensor, k: int, training: bool, seed: int) -> torch
     Training draws from torch's RNG; eval from a generator seeded with `seed`, so evaluation is reproducible.
     """
     shape = (x.shape[0], x.shape[1])
-    if training:
+    if training or x.is_meta:  # meta tensors have no generator (and no values to reproduce)
         noise = torch.rand(shape, device=x.device)
     else:
         gen = torch.Generator(device=x.device)
@@ -169,7 +191,7 @@ class ChannelSelector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the selected scores and channel indices, both (B, k), in descending score order."""
-        if torch.jit.is_scripting() or torch.jit.is_tracing() or not torch.is_grad_enabled():
+        if torch.jit.is_tracing() or not torch.is_grad_enabled():
             s = x.mean((2, 3))
         else:
             s = channel_mean(x)
@@ -258,27 +280,16 @@ class MoDBlock(nn.Module):
             scores: Optional[torch.Tensor],
             idx: torch.Tensor,
     ) -> torch.Tensor:
-        """x + scores * y at the fusion's k channels; every other channel of x passes through.
-
-        Without autograd (inference) the update is added into x in place, touching only k of the C channels: x is
-        the output of the block before, which nothing else reads. With autograd x may be saved for the backward of
-        that block (an in-place ReLU's output), so the result is built out of place.
-        """
+        """x + scores * y at the fusion's k channels; every other channel of x passes through (see `fuse_add`)."""
         k = self.k
-        inplace = not torch.is_grad_enabled() and not torch.jit.is_tracing()
         if self.fusion == 'original':
             update = y if scores is None else y * scores
             index = _channel_index(x, idx)
+            inplace = not torch.is_grad_enabled() and not torch.jit.is_tracing()
             return x.scatter_add_(1, index, update) if inplace else x.scatter_add(1, index, update)
         start = 0 if self.fusion == 'first' else x.shape[1] - k
-        dst = x.narrow(1, start, k)
-        if inplace:
-            if scores is None:
-                dst.add_(y)
-            else:
-                dst.addcmul_(y, scores)
-            return x
-        if torch.jit.is_scripting() or torch.jit.is_tracing():  # exporters get plain ops (no custom autograd)
+        if torch.jit.is_tracing():  # jit tracing (ONNX export) gets plain out-of-place ops, no custom autograd
+            dst = x.narrow(1, start, k)
             fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
             return torch.cat([x[:, :start], fused, x[:, start + k:]], dim=1)
         return fuse_add(x, y, scores, start)

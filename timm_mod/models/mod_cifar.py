@@ -160,7 +160,9 @@ class VggCifar(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        # the model's device / dtype: after reset(0) the head itself has no parameters to take them from
+        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
+        self.head.train(self.training)
 
     def forward_intermediates(
             self,
