@@ -86,8 +86,9 @@ def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
     cpu = {r['model']: r for r in imagenet if r['device'] == 'cpu' and r['batch_size'] == 1 and r['threads'] == 1}
     gpu = {r['model']: r for r in imagenet if r['device'] == 'cuda' and r['batch_size'] == 1}
     anyrow = {r['model']: r for r in imagenet}
+    gmacs = {r['model']: r['gmacs'] for r in imagenet if r.get('gmacs') is not None}  # GPU runs have none
     panels = [
-        ('GMACs (fvcore, ours)', {m: r.get('gmacs') for m, r in anyrow.items()}),
+        ('GMACs (fvcore, ours)', gmacs),
         ('Params (M, ours)', {m: r['params_m'] for m, r in anyrow.items()}),
         ('CPU latency, 1 thread, batch 1 (ms, ours)', {m: r['latency_ms'] for m, r in cpu.items()}),
         ('GPU latency, batch 1 (ms, ours)', {m: r['latency_ms'] for m, r in gpu.items()}),
