@@ -4,14 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '_')
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 main=resnet50_mod,resnet75_mod,resnet86_mod,resnet101_mod,resnet152_mod,resnet18_mod,resnet34_mod,mobilenetv2_mod,mobilenetv2_mod_l
 python3 -m timm_mod.bench --device cuda --models "$main" --batch-size 256 --amp --channels-last --no-gmacs \
   --min-run-time 0.4 --json "$out/gpu-${card}-eager-bs256-v2.json" >"$out/gpu-${card}-eager-bs256-v2.log"

@@ -2,7 +2,8 @@
 # Regenerates BENCHMARKS.md: times the paper's models against their baselines on this machine's CPU, then writes the
 # report from every JSON in benchmarks/results/ (GPU runs come from benchmarks/gpu*.sh on a GPU machine).
 #   1 thread, batch 1 (the paper's setting): every model of BASELINES (paper + beyond), with its bound
-#   all cores, batch 1 and 32 (inference and training): the Table 1/2 pairs, or every model with ALL=1
+#   all cores, batch 1 and 32 (inference and training): the Table 1/2 pairs, or every model with ALL=1;
+#   all cores, batch 1: the beyond-the-paper models
 # Earlier CPU results are moved to benchmarks/results/old/, never overwritten. About 15 minutes on 2 cores
 # (ALL=1: about 45); run it on an otherwise idle machine.
 set -euo pipefail
@@ -23,5 +24,10 @@ models=$([ "${ALL:-0}" = 1 ] && echo "" || echo "$main")
   --min-run-time 0.5 --json "$results/cpu-${cores}t-bs1.json"
 "$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 32 --bound --min-run-time 0.5 --no-gmacs \
   --json "$results/cpu-${cores}t-bs32.json"
+if [ "${ALL:-0}" != 1 ]; then  # the beyond-the-paper models at all cores too (batch 1)
+  beyond=convnext_tiny_mod,convnext_nano_mod,resnext50_32x4d_mod,seresnet50_mod,regnety_016_mod,efficientnet_b0_mod
+  "$py" -m timm_mod.bench --models "$beyond,mobilenetv3_large_100_mod" --threads "$cores" --batch-size 1 --bound \
+    --no-train --no-gmacs --min-run-time 0.5 --json "$results/cpu-${cores}t-bs1-beyond.json"
+fi
 "$py" -m timm_mod.report "$results"/*.json --header benchmarks/header.md --footer benchmarks/dense.md \
   --out BENCHMARKS.md --plot benchmarks/figures
