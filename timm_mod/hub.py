@@ -13,7 +13,6 @@ checkpoint's outputs exactly. `publish` uploads it with huggingface_hub, as timm
 import argparse
 import contextlib
 import csv
-import inspect
 import json
 import logging
 import shutil
@@ -32,7 +31,6 @@ from timm.utils import ParseKwargs
 
 from . import MODEL_MODULES, list_models
 from .complexity import count_gmacs, count_params_m
-from .layers import MoDBlock
 from .models._common import WEIGHTS_FILE
 from .paper import BASELINES, PAPER
 
@@ -154,33 +152,11 @@ def read_results(
     return result
 
 
-def mod_model_args(model: nn.Module, kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The MoD settings of a built model, as constructor arguments; empty for a model without MoD blocks.
-
-    A model converted by `timm_mod.mod` records its settings (`mod_settings`, c resolved). For the others, fusion
-    and routing are read off the MoD blocks, because entrypoints such as resnet50_mod_lk fix them, and c and r, which
-    a block does not keep, are those in `kwargs` or the defaults of the model class. `export` proves the result by
-    rebuilding the model from config.json.
-
-    Args:
-        model: The model.
-        kwargs: The arguments it was created with.
-    """
-    settings = getattr(model, 'mod_settings', None)
-    if settings:
-        return {f'mod_{k}': settings[k] for k in ('c', 'reduction', 'fusion', 'routing')}
-    blocks = [m for m in model.modules() if isinstance(m, MoDBlock)]
-    if not blocks:
-        return {}
-    args = {}
-    for cls in type(model).__mro__:  # the first __init__ that declares the MoD arguments holds their defaults
-        params = inspect.signature(cls.__init__).parameters
-        if all(k in params for k in MOD_ARGS):
-            args = {k: params[k].default for k in MOD_ARGS}
-            break
-    args.update(mod_fusion=blocks[0].fusion, mod_routing=blocks[0].routing)
-    args.update({k: v for k, v in (kwargs or {}).items() if k in MOD_ARGS})
-    return args
+def mod_model_args(model: nn.Module) -> Dict[str, Any]:
+    """The MoD settings of a built model as constructor arguments (`timm_mod.mod` records them on every MoD model);
+    empty for a model without MoD blocks. `export` proves them by rebuilding the model from config.json."""
+    settings = getattr(model, 'mod_settings', None) or {}
+    return {f'mod_{k}': settings[k] for k in ('c', 'reduction', 'fusion', 'routing') if k in settings}
 
 
 def render_card(template: str, **context) -> str:
@@ -453,7 +429,7 @@ def export(
                 f'timm.create_model({registry_name!r}, pretrained=True) could not use these weights: they differ from '
                 f"its registered cfg in {differs}. Export them under another --repo-id; 'hf-hub:REPO_ID' rebuilds "
                 f'the model from config.json.')
-    model_args = dict(kwargs, **mod_model_args(model, kwargs))
+    model_args = dict(kwargs, **mod_model_args(model))
     model_args.setdefault('num_classes', model.num_classes)
 
     family = next(m for m in MODEL_MODULES if name in timm.list_models(module=m))

@@ -19,7 +19,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..convert import mod_stage
+from .. import convert
 from ._common import build_mod_model, mod_cfg
 from .mod_resnet import ResNetMoD
 
@@ -118,15 +118,12 @@ class VggCifar(nn.Module):
         stages, self.feature_info = [], []
         prev_chs = in_chans
         for i, (depth, width) in enumerate(zip(depths, widths)):
-            stage = VggStage(prev_chs, width, depth, **dd)
-            if mod:
-                mod_stage(
-                    stage.blocks, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing,
-                    name=f'stages.{i}.blocks', seed_offset=1000 * i)
-            stages.append(stage)
+            stages.append(VggStage(prev_chs, width, depth, **dd))
             prev_chs = width
             self.feature_info.append(dict(num_chs=width, reduction=2 ** (i + 1), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
+        if mod:
+            convert.mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
         self.num_features = prev_chs
         # 1x1 convs rather than Linear layers so the head also works unpooled (global_pool=''), as timm's VGG
         self.pre_logits = nn.Sequential(

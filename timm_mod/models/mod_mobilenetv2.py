@@ -11,25 +11,14 @@ from functools import partial
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._efficientnet_builder import decode_arch_def, efficientnet_init_weights, round_channels
+from timm.models._efficientnet_builder import decode_arch_def, round_channels
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
-from ..convert import mod_stage
-from ..layers import MoDBlock
+from ..convert import mod
 from ._common import build_mod_model, mod_cfg
 
 __all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
-
-
-def _mod_blocks(model: nn.Module, mod_c: int, mod_reduction: int, mod_fusion: str, mod_routing: str) -> None:
-    for i, stage in enumerate(model.blocks):
-        mod_stage(
-            stage, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing,
-            name=f'blocks.{i}', seed_offset=1000 * i)
-        for block in stage:
-            if isinstance(block, MoDBlock):
-                efficientnet_init_weights(block.block)  # the selector keeps torch's Linear init
 
 
 class EfficientNetMoD(EfficientNet):
@@ -52,7 +41,7 @@ class EfficientNetMoD(EfficientNet):
             **kwargs: timm EfficientNet arguments.
         """
         super().__init__(**kwargs)
-        _mod_blocks(self, mod_c, mod_reduction, mod_fusion, mod_routing)
+        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
 
 
 class EfficientNetFeaturesMoD(EfficientNetFeatures):
@@ -67,7 +56,7 @@ class EfficientNetFeaturesMoD(EfficientNetFeatures):
             **kwargs,
     ):
         super().__init__(**kwargs)
-        _mod_blocks(self, mod_c, mod_reduction, mod_fusion, mod_routing)
+        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
 
 
 def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> nn.Module:

@@ -11,7 +11,7 @@ from typing import Tuple, Type, Union
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..convert import mod_stage
+from ..convert import mod
 from ._common import build_mod_model, mod_cfg
 
 __all__ = ['ResNetMoD']
@@ -44,16 +44,7 @@ class ResNetMoD(ResNet):
         """
         self._mod_building = True  # skip the parent's weight init for blocks about to be replaced
         super().__init__(block, layers, zero_init_last=zero_init_last, **kwargs)
-        for i, name in enumerate(('layer1', 'layer2', 'layer3', 'layer4')):
-            mod_stage(
-                getattr(self, name),
-                c=mod_c,
-                reduction=mod_reduction,
-                fusion=mod_fusion,
-                routing=mod_routing,
-                name=name,
-                seed_offset=1000 * i,
-            )
+        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
         self._mod_building = False
         self.init_weights(zero_init_last=zero_init_last)
 
