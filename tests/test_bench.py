@@ -16,7 +16,7 @@ FIELDS = ('model', 'baseline', 'device', 'threads', 'batch_size', 'img_size', 'p
 def bench_rows(tmp_path_factory):
     path = tmp_path_factory.mktemp('bench') / 'rows.json'
     bench.main(['--models', 'resnet18_mod_cifar,vgg16_bn_mod_cifar', '--threads', '1', '--batch-size', '1,2',
-                '--min-run-time', '0.05', '--bound', '--json', str(path)])
+                '--min-run-time', '0.05', '--rounds', '2', '--bound', '--json', str(path)])
     return json.loads(path.read_text())
 
 
@@ -28,6 +28,17 @@ def test_bench_json_has_every_field_for_every_model_and_setting(bench_rows):
     assert models == {'resnet18_cifar', 'resnet18_mod_cifar', 'resnet18_mod_cifar[bound]', 'vgg16_bn_cifar',
                       'vgg16_bn_mod_cifar', 'vgg16_bn_mod_cifar[bound]'}
     assert {r['batch_size'] for r in bench_rows} == {1, 2}
+
+
+def test_interleaved_times_every_model_in_each_round():
+    calls = []
+    timed = bench.interleaved({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}, 1, 'l', 'd',
+                              rounds=3, min_run_time=0)
+    # each round runs a's block (estimate + timing) and then b's: three a-b alternations in all
+    runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert runs == ['a', 'b'] * 3
+    assert {m.task_spec.sub_label for m in timed.values()} == {'a', 'b'}
+    assert all(len(m.times) >= 3 for m in timed.values())
 
 
 def test_bench_speedup_is_baseline_latency_over_model_latency(bench_rows):

@@ -28,7 +28,7 @@ from .complexity import count_gmacs, count_params_m
 from .layers import MoDBlock
 from .paper import BASELINES, PAPER
 
-__all__ = ['default_models', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
+__all__ = ['default_models', 'interleaved', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
 
 
 def default_models() -> List[str]:
@@ -77,19 +77,33 @@ def _build(spec: str, device: torch.device, channels_last: bool) -> nn.Module:
     return model
 
 
-def _time(fn: Callable[[], Any], threads: int, label: str, sub_label: str, description: str,
-          min_run_time: float) -> benchmark.Measurement:
-    fn()  # warm-up outside the timer (allocations, lazy init, autotuning)
-    timer = benchmark.Timer(
-        stmt='fn()', globals={'fn': fn}, num_threads=threads, label=label, sub_label=sub_label,
-        description=description)
-    return timer.blocked_autorange(min_run_time=min_run_time)
+def interleaved(
+        fns: Dict[str, Callable[[], Any]],
+        threads: int,
+        label: str,
+        description: str,
+        rounds: int,
+        min_run_time: float,
+) -> Dict[str, benchmark.Measurement]:
+    """Time every fn once per round, round after round, and merge each fn's rounds into one Measurement.
+
+    On a shared machine other processes' load comes and goes; timing the models in turn spreads it over all of them
+    rather than penalising whichever ran at a busy moment, so a speed-up compares models measured under the same
+    conditions. Each `blocked_autorange` first runs its statement to size the block, which doubles as the warm-up a
+    model needs after another one ran.
+    """
+    timers = {name: benchmark.Timer(stmt='fn()', globals={'fn': fn}, num_threads=threads, label=label,
+                                    sub_label=name, description=description) for name, fn in fns.items()}
+    runs: Dict[str, List[benchmark.Measurement]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            runs[name].append(timer.blocked_autorange(min_run_time=min_run_time))
+    return {name: benchmark.Measurement.merge(ms)[0] for name, ms in runs.items()}
 
 
-def _measure(
+def _prepare(
         spec: str,
         device: torch.device,
-        threads: int,
         batch_size: int,
         img_size: Optional[int],
         channels_last: bool,
@@ -97,76 +111,87 @@ def _measure(
         compile_model: bool,
         compile_mode: Optional[str],
         train: bool,
-        min_run_time: float,
-) -> Tuple[Dict[str, Any], List[benchmark.Measurement]]:
-    torch.set_num_threads(threads)
+) -> Tuple[Dict[str, Any], Callable[[], Any], Optional[Callable[[], Any]]]:
+    """A row describing the model and setting, an inference call and (with `train`) a training-step call.
+
+    Inference runs an eval-mode copy; the training step (forward, backward, SGD step) a train-mode one, so the two
+    can be timed in any order.
+    """
     model = _build(spec, device, channels_last)
     size = img_size or model.pretrained_cfg['input_size'][-1]
     x = torch.randn(batch_size, 3, size, size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    setting = f'{device.type} t={threads} bs={batch_size} {size}px' + (' cl' if channels_last else '') + (
-        ' amp' if amp else '') + (' compile' if compile_model else '')
     row: Dict[str, Any] = dict(
-        model=spec, device=device.type, threads=threads, batch_size=batch_size, img_size=size,
+        model=spec, device=device.type, batch_size=batch_size, img_size=size,
         channels_last=channels_last, amp=amp, compile=(compile_mode or 'default') if compile_model else False,
-        params_m=round(count_params_m(model), 4))
-    measurements = []
+        params_m=round(count_params_m(model), 4),
+        _weights_mb=sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2 ** 20)
 
     def autocast():
         if not amp:
             return torch.autocast(device.type, enabled=False)
         return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
 
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    model.eval()
-    run_model = torch.compile(model, mode=compile_mode) if compile_model else model
+    eval_model = model.eval()
+    run_model = torch.compile(eval_model, mode=compile_mode) if compile_model else eval_model
 
     def infer():
         with torch.inference_mode(), autocast():
             return run_model(x)
 
-    m = _time(infer, threads, 'inference (ms)', spec, setting, min_run_time)
-    measurements.append(m)
-    row.update(latency_ms=m.median * 1e3, latency_iqr_ms=m.iqr * 1e3, throughput_img_s=batch_size / m.median)
+    step = None
     if train:
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        target = torch.randint(0, model.num_classes, (batch_size,), device=device)
-        train_model = torch.compile(model, mode=compile_mode) if compile_model else model
+        train_model = _build(spec, device, channels_last).train()
+        optimizer = torch.optim.SGD(train_model.parameters(), lr=1e-4, momentum=0.9)
+        target = torch.randint(0, train_model.num_classes, (batch_size,), device=device)
+        run_train = torch.compile(train_model, mode=compile_mode) if compile_model else train_model
 
         def step():
             with autocast():
-                loss = nn.functional.cross_entropy(train_model(x), target)
+                loss = nn.functional.cross_entropy(run_train(x), target)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+    return row, infer, step
 
-        m = _time(step, threads, 'train step (ms)', spec, setting, min_run_time)
-        measurements.append(m)
-        row.update(train_img_s=batch_size / m.median)
+
+def _warm_up(fns, device: torch.device, calls: int) -> Optional[float]:
+    """Runs each call `calls` times (lazy init, compilation, CUDA graph capture) before any timing.
+
+    Returns on CUDA the memory the calls needed at peak beyond what was allocated before them (MiB); None elsewhere.
+    """
     if device.type == 'cuda':
-        row['peak_mem_mb'] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return row, measurements
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    for fn in fns:
+        for _ in range(calls if fn is not None else 0):
+            fn()
+    if device.type != 'cuda':
+        return None
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
 
 
-def _pairs(models: List[str], mod_cs: List[int], bound: bool) -> List[Tuple[str, Optional[str]]]:
-    """(variant spec, baseline) for every row to measure, baselines first so they are measured once."""
-    rows: List[Tuple[str, Optional[str]]] = []
+def _groups(models: List[str], mod_cs: List[int], bound: bool) -> List[Tuple[Optional[str], List[str]]]:
+    """(baseline, variant specs compared with it) in order; models without a baseline form their own groups."""
+    groups: Dict[Optional[str], List[str]] = {}
+    alone: List[Tuple[Optional[str], List[str]]] = []
+    baselines = {BASELINES.get(name) for name in models}
     for name in models:
         base = BASELINES.get(name)
-        if base and (base, None) not in rows:
-            rows.append((base, None))
-    for name in models:
-        if name in [r[0] for r in rows]:
-            continue
-        base = BASELINES.get(name)
-        specs = [f'{name}[c={c}]' for c in mod_cs] if mod_cs else [name]
+        if base is None and name in baselines:
+            continue  # measured in its own group, as the baseline
+        specs = [f'{name}[c={c}]' for c in mod_cs] if mod_cs and base else [name]
         if bound and any(isinstance(m, MoDBlock) for m in timm.create_model(name, device='meta').modules()):
             specs.append(f'{name}[bound]')
-        rows.extend((spec, base) for spec in specs)
-    return rows
+        if base is None:
+            alone.append((None, specs))
+            continue
+        group = groups.setdefault(base, [])
+        group.extend(s for s in specs if s not in group and s != base)
+    return list(groups.items()) + alone
 
 
 def run_bench(
@@ -183,47 +208,70 @@ def run_bench(
         bound: bool = False,
         train: bool = True,
         gmacs: bool = True,
-        min_run_time: float = 1.0,
+        rounds: int = 5,
+        min_run_time: float = 0.2,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Tuple[List[Dict[str, Any]], List[benchmark.Measurement]]:
-    """Measure every model (and its paired baseline) in every (threads, batch size) setting."""
+    """Measure every model (and its paired baseline) in every (threads, batch size) setting.
+
+    A baseline and the models compared with it are built together and timed in turn, `rounds` times (see
+    `interleaved`); each latency is the median over all of its rounds' runs.
+    """
     dev = torch.device(device)
     threads = threads or [torch.get_num_threads()]
     batch_sizes = batch_sizes or [1]
-    pairs = _pairs(models, mod_cs or [], bound)
-    total = len(pairs) * len(threads) * len(batch_sizes)
+    groups = _groups(models, mod_cs or [], bound)
+    total = sum(len(specs) + (base is not None) for base, specs in groups) * len(threads) * len(batch_sizes)
     rows, measurements = [], []
     macs_cache: Dict[Tuple[str, int], float] = {}
     env = dict(torch=torch.__version__, timm=timm.__version__, cpu=cpu_name(), cpu_count=os.cpu_count(),
                gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None)
     start, done = time.perf_counter(), 0
     for t in threads:
+        torch.set_num_threads(t)
         for bs in batch_sizes:
-            base_rows: Dict[str, Dict[str, Any]] = {}
-            for spec, base in pairs:
-                done += 1
-                row, ms = _measure(
-                    spec, dev, t, bs, img_size, channels_last, amp, compile_model, compile_mode, train, min_run_time)
-                if gmacs:
-                    key = (spec, row['img_size'])
-                    if key not in macs_cache:
-                        macs_cache[key] = count_gmacs(_build(spec, torch.device('cpu'), False),
-                                                      (3, row['img_size'], row['img_size']))
-                    row['gmacs'] = round(macs_cache[key], 4)
-                row.update(baseline=base, **env)
-                if base is None:
-                    base_rows[spec] = row
-                    row.update(speedup=1.0, train_speedup=1.0 if train else None)
-                else:
-                    ref = base_rows[base]
+            for base, specs in groups:
+                names = ([base] if base else []) + specs
+                prepared = {
+                    spec: _prepare(spec, dev, bs, img_size, channels_last, amp, compile_model, compile_mode, train)
+                    for spec in names}
+                first = next(iter(prepared.values()))[0]
+                setting = f'{dev.type} t={t} bs={bs} {first["img_size"]}px' + (
+                    ' cl' if channels_last else '') + (' amp' if amp else '') + (' compile' if compile_model else '')
+                peak_mb = {spec: _warm_up(p[1:], dev, 3 if compile_model else 1) for spec, p in prepared.items()}
+                timed = interleaved({s: p[1] for s, p in prepared.items()}, t, 'inference (ms)', setting, rounds,
+                                    min_run_time)
+                stepped = interleaved({s: p[2] for s, p in prepared.items()}, t, 'train step (ms)', setting, rounds,
+                                      min_run_time) if train else {}
+                for spec in names:
+                    row = prepared[spec][0]
+                    m = timed[spec]
+                    row.update(threads=t, latency_ms=m.median * 1e3, latency_iqr_ms=m.iqr * 1e3,
+                               throughput_img_s=bs / m.median, rounds=rounds)
+                    measurements.append(m)
+                    if train:
+                        measurements.append(stepped[spec])
+                        row['train_img_s'] = bs / stepped[spec].median
+                    if peak_mb[spec] is not None:  # the model's weights + what its calls allocated at peak
+                        row['peak_mem_mb'] = row.pop('_weights_mb') + peak_mb[spec]
+                    row.pop('_weights_mb', None)
+                    if gmacs:
+                        key = (spec, row['img_size'])
+                        if key not in macs_cache:
+                            macs_cache[key] = count_gmacs(_build(spec, torch.device('cpu'), False),
+                                                          (3, row['img_size'], row['img_size']))
+                        row['gmacs'] = round(macs_cache[key], 4)
+                    ref = row if spec == base or base is None else prepared[base][0]
+                    row.update(baseline=None if ref is row else base, **env)
                     row['speedup'] = ref['latency_ms'] / row['latency_ms']
                     row['train_speedup'] = row['train_img_s'] / ref['train_img_s'] if train else None
-                rows.append(row)
-                measurements.extend(ms)
-                elapsed = time.perf_counter() - start
-                log(f'[{done}/{total}] {spec:<24} t={t} bs={bs}: {row["latency_ms"]:.2f} ms, '
-                    f'x{row["speedup"]:.2f} vs {base or "itself"} '
-                    f'(elapsed {elapsed:.0f}s, eta {elapsed / done * (total - done):.0f}s)')
+                    rows.append(row)
+                    done += 1
+                    elapsed = time.perf_counter() - start
+                    log(f'[{done}/{total}] {spec:<24} t={t} bs={bs}: {row["latency_ms"]:.2f} ms, '
+                        f'x{row["speedup"]:.2f} vs {row["baseline"] or "itself"} '
+                        f'(elapsed {elapsed:.0f}s, eta {elapsed / done * (total - done):.0f}s)')
+                del prepared
     return rows, measurements
 
 
@@ -284,8 +332,11 @@ def main(argv=None):
                         help='also time each MoD model with its MoD blocks replaced by identity (its speed bound)')
     parser.add_argument('--no-train', action='store_true', help='skip the training-step measurement')
     parser.add_argument('--no-gmacs', action='store_true', help='skip fvcore MAC counting')
-    parser.add_argument('--min-run-time', type=float, default=1.0,
-                        help='seconds each Timer.blocked_autorange measures for (default 1.0)')
+    parser.add_argument('--rounds', type=int, default=5,
+                        help='rounds of timing a baseline and its models in turn; each latency is the median over '
+                             'all rounds (default 5)')
+    parser.add_argument('--min-run-time', type=float, default=0.2,
+                        help='seconds each round\'s Timer.blocked_autorange measures a model for (default 0.2)')
     parser.add_argument('--json', metavar='FILE', help='write one JSON row per (model, setting) to FILE')
     parser.add_argument('--plot', metavar='DIR', help='draw Figure 3\'s four panels into DIR (needs matplotlib)')
     args = parser.parse_args(argv)
@@ -312,7 +363,8 @@ def main(argv=None):
         models, device=args.device, threads=args.threads, batch_sizes=args.batch_size, img_size=args.img_size,
         channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, compile_mode=args.compile_mode,
         mod_cs=args.mod_c,
-        bound=args.bound, train=not args.no_train, gmacs=not args.no_gmacs, min_run_time=args.min_run_time)
+        bound=args.bound, train=not args.no_train, gmacs=not args.no_gmacs, rounds=args.rounds,
+        min_run_time=args.min_run_time)
     benchmark.Compare(measurements).print()
     print(markdown_table(rows))
     if args.json:

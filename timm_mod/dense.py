@@ -36,7 +36,7 @@ from torch.utils import benchmark
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from .backbone import check_backbone
-from .bench import cpu_name
+from .bench import cpu_name, interleaved
 from .complexity import count_params_m
 from .dense_data import VOC_CLASSES, check_cityscapes, check_voc, cityscapes, detection_collate, parse_voc_sets, voc
 from .detection import faster_rcnn
@@ -341,29 +341,6 @@ def _fix_detection_workload(model: nn.Module) -> None:
     nn.init.zeros_(predictor.bias)
 
 
-def _interleaved(
-        fns: Dict[str, Callable[[], Any]],
-        threads: int,
-        label: str,
-        description: str,
-        rounds: int,
-        min_run_time: float,
-) -> Dict[str, benchmark.Measurement]:
-    """Time every fn once per round, round after round, and merge each fn's rounds into one Measurement.
-
-    On a shared machine other processes' load comes and goes; timing the models in turn spreads it over all of them
-    rather than penalising whichever ran at a busy moment. Each `blocked_autorange` first runs its statement to
-    size the block, which doubles as the warm-up a model needs after another one ran.
-    """
-    timers = {name: benchmark.Timer(stmt='fn()', globals={'fn': fn}, num_threads=threads, label=label,
-                                    sub_label=name, description=description) for name, fn in fns.items()}
-    runs: Dict[str, List[benchmark.Measurement]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            runs[name].append(timer.blocked_autorange(min_run_time=min_run_time))
-    return {name: benchmark.Measurement.merge(ms)[0] for name, ms in runs.items()}
-
-
 def _inference_fn(system: str, backbone: str, size: Tuple[int, int],
                   device: torch.device) -> Tuple[nn.Module, Callable[[], Any]]:
     """An untrained system in eval mode and a call running it on one random image of `size`."""
@@ -396,7 +373,7 @@ def bench_systems(
     Models are randomly initialised: MoD's shapes are static, so its cost does not depend on the weights. FCN runs
     without its auxiliary head (it only serves training); Faster R-CNN gets one image of `det_size`, resizes within
     (min_size, max_size) = det_size, so a 600 x 1000 image is not resized, and its box classifier is zeroed (see
-    `_fix_detection_workload`). The backbones are timed in turn, `rounds` times (see `_interleaved`).
+    `_fix_detection_workload`). The backbones are timed in turn, `rounds` times (see `timm_mod.bench.interleaved`).
     """
     dev = torch.device(device)
     threads = threads or [torch.get_num_threads()]
@@ -409,7 +386,7 @@ def bench_systems(
             torch.set_num_threads(t)
             built = {f'{system}_{b}': _inference_fn(system, b, size, dev) for b in backbones}
             setting = f'{dev.type} t={t} bs=1 {size[0]}x{size[1]}'
-            timed = _interleaved({name: fn for name, (_, fn) in built.items()}, t, f'{system} inference',
+            timed = interleaved({name: fn for name, (_, fn) in built.items()}, t, f'{system} inference',
                                  setting, rounds, min_run_time)
             base = None
             for (name, (model, _)), backbone in zip(built.items(), backbones):
