@@ -56,7 +56,9 @@ def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     B, C, H, W = x.shape
     k = idx.shape[1]
     if x.is_contiguous():
-        flat = (idx + torch.arange(B, device=idx.device)[:, None] * C).reshape(-1)
+        if B == 1:  # the paper's latency setting: one index_select, no per-sample offsets
+            return x.index_select(1, idx.reshape(k))
+        flat = (idx + torch.arange(0, B * C, C, device=idx.device).reshape(B, 1)).reshape(B * k)
         return x.reshape(B * C, H, W).index_select(0, flat).reshape(B, k, H, W)
     if x.is_contiguous(memory_format=torch.channels_last):
         nhwc = x.permute(0, 2, 3, 1)
@@ -267,10 +269,11 @@ class MoDBlock(nn.Module):
         scores, idx = self.route(x)
         y = self.block(select_channels(x, idx))
         if scores is not None:
-            scores = scores[:, :, None, None].to(y.dtype)
-            if not isinstance(self.drop_path, nn.Identity):
+            scores = scores.reshape(-1, self.k, 1, 1).to(y.dtype)  # autocast may have run the block in fp16/bf16
+        if not isinstance(self.drop_path, nn.Identity):
+            if scores is not None:
                 y, scores = y * scores, None  # stochastic depth drops the whole scaled update
-        y = self.drop_path(y)
+            y = self.drop_path(y)
         return self.fuse(x, y, scores, idx)
 
     def fuse(
