@@ -3,10 +3,11 @@ import csv
 import json
 
 import pytest
+import timm
 import torch
 from PIL import Image
 
-from timm_mod import bench, report, selection
+from timm_mod import MoDBlock, bench, breakdown, mod, report, selection
 
 FIELDS = ('model', 'baseline', 'device', 'threads', 'batch_size', 'img_size', 'params_m', 'gmacs', 'latency_ms',
           'latency_iqr_ms', 'speedup', 'train_img_s', 'train_speedup')
@@ -104,3 +105,38 @@ def test_selection_refuses_random_routing_and_unknown_blocks(image_folder, tmp_p
     with pytest.raises(ValueError, match='layer3.1'):
         selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(tmp_path / 'b'),
                         '--block', 'layer9.1'])
+
+
+def test_breakdown_times_every_mod_block_inside_the_model():
+    model = timm.create_model('resnet18_mod_cifar').eval()
+    names = [n for n, m in model.named_modules() if isinstance(m, MoDBlock)]
+    rows = breakdown.block_breakdown(model, torch.randn(1, 3, 32, 32), iters=3, warmup=1)
+    assert [r['block'] for r in rows] == names
+    for r in rows:
+        # the selector's and the k-channel block's calls lie inside the MoD block's call
+        assert r['route_ms'] > 0 and r['block_ms'] > 0 and r['gather_fuse_ms'] >= 0
+        assert r['total_ms'] >= r['route_ms'] + r['block_ms'] - 1e-9
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # hooks removed
+
+
+def test_breakdown_handles_random_routing_and_refuses_plain_models(tmp_path):
+    model = mod('resnet18_cifar', c=16, routing='random').eval()
+    rows = breakdown.block_breakdown(model, torch.randn(1, 3, 32, 32), iters=2, warmup=1)
+    assert rows and all(r['route_ms'] == 0 for r in rows)
+    with pytest.raises(ValueError, match='no MoD blocks'):
+        breakdown.block_breakdown(timm.create_model('resnet18_cifar'), torch.randn(1, 3, 32, 32))
+    with pytest.raises(SystemExit):
+        breakdown.main(['--models', 'resnet18_cifar'])
+    existing = tmp_path / 'b.md'
+    existing.write_text('keep')
+    with pytest.raises(SystemExit):
+        breakdown.main(['--models', 'resnet18_mod_cifar', '--out', str(existing)])
+    assert existing.read_text() == 'keep'
+
+
+def test_breakdown_cli_writes_cost_and_block_table(tmp_path):
+    out = tmp_path / 'breakdown.md'
+    breakdown.main(['--models', 'resnet18_mod_cifar', '--threads', '1', '--iters', '3', '--out', str(out)])
+    text = out.read_text()
+    assert 'MoD blocks' in text and '% of the bound' in text and 'baseline' in text
+    assert text.count('| layer') == 4  # resnet18_mod_cifar: one MoD block per stage

@@ -28,7 +28,7 @@ from .complexity import count_gmacs, count_params_m
 from .layers import MoDBlock
 from .paper import BASELINES, PAPER
 
-__all__ = ['default_models', 'interleaved', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
+__all__ = ['default_models', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
 
 
 def default_models() -> List[str]:
@@ -54,6 +54,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def malloc_setting() -> Optional[str]:
+    """The allocator settings of this process (GLIBC_TUNABLES, LD_PRELOAD), which move CPU latencies at large batch.
+
+    glibc serves allocations of tens of MB (a batch-32 feature map) with fresh mmaps, so every forward page-faults
+    them in again; on this project's VM that was ~40 % of a batch-32 ResNet50 forward and most of its spread.
+    """
+    parts = [f'{k}={os.environ[k]}' for k in ('GLIBC_TUNABLES', 'LD_PRELOAD') if os.environ.get(k)]
+    return ' '.join(parts) or None
 
 
 def _parse_variant(spec: str) -> Tuple[str, Dict[str, Any], bool]:
@@ -225,7 +235,7 @@ def run_bench(
     rows, measurements = [], []
     macs_cache: Dict[Tuple[str, int], float] = {}
     env = dict(torch=torch.__version__, timm=timm.__version__, cpu=cpu_name(), cpu_count=os.cpu_count(),
-               gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None)
+               gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None, malloc=malloc_setting())
     start, done = time.perf_counter(), 0
     for t in threads:
         torch.set_num_threads(t)

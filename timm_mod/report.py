@@ -35,6 +35,10 @@ def _setting_title(row: Dict[str, Any]) -> str:
     compiled = 'torch.compile' + (f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
     extras = [name for name, on in (('channels_last', row.get('channels_last')), ('AMP', row.get('amp')),
                                     (compiled, mode)) if on]
+    if row.get('rounds'):
+        extras.append(f'{row["rounds"]} interleaved rounds')
+    if row.get('malloc'):
+        extras.append(f'malloc: `{row["malloc"]}`')
     return f'{where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
         f' (torch {row["torch"]}, timm {row["timm"]}; `{row.get("source", "-")}`)')
 
@@ -127,15 +131,16 @@ def main(argv=None):
     parser.add_argument('json', nargs='+', help='benchmark JSON files')
     parser.add_argument('--out', help='write the markdown tables here (default: stdout)')
     parser.add_argument('--header', help='markdown file placed before the tables')
-    parser.add_argument('--footer', help='markdown file placed after the tables')
+    parser.add_argument('--footer', action='append', default=[],
+                        help='markdown file placed after the tables (repeat for several, in order)')
     parser.add_argument('--plot', metavar='DIR', help='also draw Figure 3 into DIR')
     args = parser.parse_args(argv)
-    missing = [p for p in args.json + [args.header, args.footer] if p and not Path(p).is_file()]
+    missing = [p for p in args.json + [args.header] + args.footer if p and not Path(p).is_file()]
     if missing:
         parser.error(f'no such benchmark file: {", ".join(missing)}')
     rows = load_rows(args.json)
-    text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows) + (
-        Path(args.footer).read_text() if args.footer else '')
+    text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows) + ''.join(
+        '\n' + Path(p).read_text() for p in args.footer)
     if args.out:
         Path(args.out).write_text(text)
         print(f'wrote {args.out}', file=sys.stderr)
