@@ -18,29 +18,32 @@ export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.mmap_max=0:glibc.malloc.trim
 results=benchmarks/results
 stamp=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$results/old"
-for f in "$results"/cpu-*.json "$results"/breakdown-cpu.md; do
-  [ -e "$f" ] && mv "$f" "$results/old/$(basename "$f").$stamp"
-done
 cores=$(nproc)
 main=resnet50_mod,resnet75_mod,resnet86_mod,mobilenetv2_mod,mobilenetv2_mod_l
 models=$([ "${ALL:-0}" = 1 ] && echo "" || echo "$main")
-"$py" -m timm_mod.bench --threads 1 --batch-size 1 --bound --no-train --rounds 5 --min-run-time 0.2 \
+old_results=$([ "${BREAKDOWN_ONLY:-0}" = 1 ] || echo "$results"/cpu-*.json)
+for f in $old_results "$results"/breakdown-cpu.md; do
+  [ -e "$f" ] && mv "$f" "$results/old/$(basename "$f").$stamp"
+done
+if [ "${BREAKDOWN_ONLY:-0}" != 1 ]; then  # BREAKDOWN_ONLY=1 keeps the bench results and redoes the breakdown
+"$py" -m timm_mod.bench --threads 1 --batch-size 1 --bound --no-train --rounds 30 --min-run-time 0 \
   --json "$results/cpu-1t-bs1.json"
 "$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 1 --bound --no-train --no-gmacs \
-  --rounds 5 --min-run-time 0.2 --json "$results/cpu-${cores}t-bs1.json"
-"$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 32 --bound --rounds 3 --min-run-time 0 --no-gmacs \
+  --rounds 30 --min-run-time 0 --json "$results/cpu-${cores}t-bs1.json"
+"$py" -m timm_mod.bench --models "$models" --threads "$cores" --batch-size 32 --bound --rounds 8 --min-run-time 0 --no-gmacs \
   --json "$results/cpu-${cores}t-bs32.json"
 if [ "${ALL:-0}" != 1 ]; then  # the beyond-the-paper models at all cores too (batch 1)
   beyond=convnext_tiny_mod,convnext_nano_mod,resnext50_32x4d_mod,seresnet50_mod,regnety_016_mod,efficientnet_b0_mod
   "$py" -m timm_mod.bench --models "$beyond,mobilenetv3_large_100_mod" --threads "$cores" --batch-size 1 --bound \
-    --no-train --no-gmacs --rounds 5 --min-run-time 0.2 --json "$results/cpu-${cores}t-bs1-beyond.json"
+    --no-train --no-gmacs --rounds 30 --min-run-time 0 --json "$results/cpu-${cores}t-bs1-beyond.json"
+fi
 fi
 {
   echo "## Where the MoD blocks' time goes (CPU)"
   echo
-  echo "\`python -m timm_mod.breakdown\`: model, bound and baseline timed by alternating single forwards; per MoD block,"
-  echo "forward hooks time the selector (\`route\`), the k-channel block and the rest (gather + fuse) while the model runs"
-  echo "whole. malloc: \`GLIBC_TUNABLES=$GLIBC_TUNABLES\`."
+  echo "\`python -m timm_mod.breakdown\`: forward hooks time, while the model runs whole, each MoD block's selector"
+  echo "(\`route\`: pooling, scoring MLP, sigmoid, top-k), its k-channel block and the rest (gather + fuse), and the"
+  echo "model's forward. Hooks add a few microseconds per block. malloc: \`GLIBC_TUNABLES=$GLIBC_TUNABLES\`."
   echo
   "$py" -m timm_mod.breakdown --models resnet50_mod,resnet86_mod,mobilenetv2_mod --threads "1,$cores" --iters 50
   "$py" -m timm_mod.breakdown --models resnet50_mod --threads "$cores" --batch-size 32 --iters 6

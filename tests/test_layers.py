@@ -194,10 +194,11 @@ class ConvBlock(nn.Module):
 
 @pytest.mark.parametrize('fusion', ['first', 'last', 'original'])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_fast_inference_path_matches_the_naive_mechanism(fusion, channels_last):
+@pytest.mark.parametrize('batch', [1, 3])  # batch 1 has its own gather
+def test_fast_inference_path_matches_the_naive_mechanism(fusion, channels_last, batch):
     torch.manual_seed(0)
     block = MoDBlock(C, ConvBlock, c=8, reduction=4, fusion=fusion).eval()
-    x = torch.randn(3, C, H, W)
+    x = torch.randn(batch, C, H, W)
     expected = _naive_forward(block, x)
     fast_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()
     with torch.inference_mode():
@@ -209,10 +210,11 @@ def test_fast_inference_path_matches_the_naive_mechanism(fusion, channels_last):
 
 @pytest.mark.parametrize('fusion', ['first', 'last', 'original'])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_training_path_matches_the_naive_mechanism_with_gradients(fusion, channels_last):
+@pytest.mark.parametrize('batch', [1, 3])
+def test_training_path_matches_the_naive_mechanism_with_gradients(fusion, channels_last, batch):
     torch.manual_seed(0)
     block = MoDBlock(C, ConvBlock, c=8, reduction=4, fusion=fusion).train()
-    x = torch.randn(3, C, H, W)
+    x = torch.randn(batch, C, H, W)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     grads = []

@@ -1,19 +1,16 @@
 """Where a MoD model's time goes: what its MoD blocks cost inside the model, and which part of each block costs it.
 
-Two measurements, both taken while the model runs whole (a block timed on its own, in a loop, finds its code and
-weights in cache and looks two to three times cheaper than it is inside the network):
-
-* **MoD cost**: forwards of the model, of its bound (MoD blocks replaced by identity) and of the paired baseline
-  alternate, one call each, `--iters` times; the MoD blocks cost median(model) - median(bound).
-* **per block**: forward hooks on every MoD block, its selector and its k-channel block time, per call,
-  `route` (pooling, scoring MLP, sigmoid, top-k), `block` (the k-channel block) and the rest of the MoD block
-  (`gather + fuse`: picking the k channels, scaling and adding the result back).
+Forward hooks on the model, on every MoD block, its selector and its k-channel block time each call while the model
+runs whole (a block timed on its own, in a loop, finds its code and weights in cache and looks two to three times
+cheaper than it is inside the network): per MoD block `route` (pooling, scoring MLP, sigmoid, top-k), `block` (the
+k-channel block) and the rest (`gather + fuse`: picking the k channels, scaling and adding the result back), and the
+MoD blocks' share of the model's forward. The speed-ups themselves, against baselines and bounds, come from
+`python -m timm_mod.bench`.
 
 Example:
     python -m timm_mod.breakdown --models resnet50_mod,mobilenetv2_mod --threads 1 --batch-size 1
 """
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -24,19 +21,19 @@ import timm
 import torch
 import torch.nn as nn
 
-from .bench import cpu_name, mod_bound
+from .bench import cpu_name
 from .layers import MoDBlock
-from .paper import BASELINES
 
-__all__ = ['block_breakdown', 'mod_cost', 'markdown']
+__all__ = ['block_breakdown', 'markdown']
 
 
 def _median_ms(times: List[float]) -> float:
     return statistics.median(times) * 1e3
 
 
-def block_breakdown(model: nn.Module, x: torch.Tensor, iters: int = 50, warmup: int = 5) -> List[Dict[str, Any]]:
-    """Per MoD block: median route, block, gather + fuse and total time per call (ms), the model running whole."""
+def block_breakdown(model: nn.Module, x: torch.Tensor, iters: int = 50, warmup: int = 5) -> Dict[str, Any]:
+    """Median times per call (ms), the model running whole: `model_ms` for the forward, and in `blocks`, per MoD
+    block, `route_ms`, `block_ms`, `gather_fuse_ms` and `total_ms`."""
     stamps: Dict[str, List[float]] = defaultdict(list)
     handles = []
 
@@ -46,6 +43,8 @@ def block_breakdown(model: nn.Module, x: torch.Tensor, iters: int = 50, warmup: 
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, MoDBlock)]
     if not blocks:
         raise ValueError(f'{type(model).__name__} has no MoD blocks to break down')
+    handles.append(model.register_forward_pre_hook(stamp(('', 'model', 0))))
+    handles.append(model.register_forward_hook(stamp(('', 'model', 1))))
     for name, m in blocks:
         parts = [('total', m)] + [(key, sub) for key, sub in (('route', m.selector), ('block', m.block)) if sub is not None]
         for key, sub in parts:
@@ -70,42 +69,19 @@ def block_breakdown(model: nn.Module, x: torch.Tensor, iters: int = 50, warmup: 
         rest = [t - r - b for t, r, b in zip(total, route, block)]
         rows.append(dict(block=name, channels=m.channels, k=m.k, route_ms=_median_ms(route),
                          block_ms=_median_ms(block), gather_fuse_ms=_median_ms(rest), total_ms=_median_ms(total)))
-    return rows
+    return dict(model_ms=_median_ms(spans('', 'model')), blocks=rows)
 
 
-def mod_cost(name: str, x: torch.Tensor, iters: int = 50, warmup: int = 5) -> Dict[str, Any]:
-    """Median latency (ms) of the model, its bound and its baseline, timed by alternating single forwards."""
-    model = timm.create_model(name).eval()
-    models = {'model': model, 'bound': mod_bound(copy.deepcopy(model))}
-    if BASELINES.get(name):
-        models['baseline'] = timm.create_model(BASELINES[name]).eval()
-    times: Dict[str, List[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for i in range(warmup + iters):
-            for key, m in models.items():
-                start = time.perf_counter()
-                m(x)
-                if i >= warmup:
-                    times[key].append(time.perf_counter() - start)
-    out = {f'{k}_ms': _median_ms(v) for k, v in times.items()}
-    out['mod_blocks_ms'] = out['model_ms'] - out['bound_ms']
-    out['mod_share'] = out['mod_blocks_ms'] / out['bound_ms']
-    return out
-
-
-def markdown(name: str, setting: str, cost: Dict[str, Any], rows: List[Dict[str, Any]]) -> str:
-    lines = [f'#### {name}, {setting}', '']
-    parts = [f'model {cost["model_ms"]:.2f} ms', f'bound {cost["bound_ms"]:.2f} ms']
-    if 'baseline_ms' in cost:
-        parts += [f'baseline {cost["baseline_ms"]:.2f} ms',
-                  f'speed-up {cost["baseline_ms"] / cost["model_ms"]:.2f} (bound {cost["baseline_ms"] / cost["bound_ms"]:.2f})']
-    parts.append(f'MoD blocks {cost["mod_blocks_ms"]:.2f} ms = {100 * cost["mod_share"]:.1f} % of the bound')
-    lines += ['Alternating forwards: ' + ', '.join(parts) + '.', '',
-              '| MoD block | C | k | route ms | block ms | gather + fuse ms | total ms |', '|---|---|---|---|---|---|---|']
+def markdown(name: str, setting: str, result: Dict[str, Any]) -> str:
+    rows = result['blocks']
+    sums = {k: sum(r[k] for r in rows) for k in ('route_ms', 'block_ms', 'gather_fuse_ms', 'total_ms')}
+    lines = [f'#### {name}, {setting}', '',
+             f'Forward {result["model_ms"]:.2f} ms, of which the {len(rows)} MoD blocks {sums["total_ms"]:.2f} ms '
+             f'({100 * sums["total_ms"] / result["model_ms"]:.1f} %).', '',
+             '| MoD block | C | k | route ms | block ms | gather + fuse ms | total ms |', '|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f'| {r["block"]} | {r["channels"]} | {r["k"]} | {r["route_ms"]:.3f} | {r["block_ms"]:.3f} | '
                      f'{r["gather_fuse_ms"]:.3f} | {r["total_ms"]:.3f} |')
-    sums = {k: sum(r[k] for r in rows) for k in ('route_ms', 'block_ms', 'gather_fuse_ms', 'total_ms')}
     lines.append(f'| all {len(rows)} | | | {sums["route_ms"]:.3f} | {sums["block_ms"]:.3f} | '
                  f'{sums["gather_fuse_ms"]:.3f} | {sums["total_ms"]:.3f} |')
     return '\n'.join(lines)
@@ -147,10 +123,9 @@ def main(argv=None):
                 model = timm.create_model(name).eval()
                 size = args.img_size or model.pretrained_cfg['input_size'][-1]
                 x = torch.randn(bs, 3, size, size)
-                cost = mod_cost(name, x, args.iters)
-                rows = block_breakdown(model, x, args.iters)
+                result = block_breakdown(model, x, args.iters)
                 setting = f'CPU ({cpu_name()}), {t} thread(s), batch {bs}, {size} px, torch {torch.__version__}'
-                sections.append(markdown(name, setting, cost, rows))
+                sections.append(markdown(name, setting, result))
                 print(sections[-1] + '\n', flush=True)
     if args.out:
         with open(args.out, 'w') as f:
