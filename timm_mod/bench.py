@@ -1,9 +1,11 @@
 """Measure MoD models against the baselines the paper pairs them with (Tables 1, 2, 7, 8, 9).
 
-Latency is timed with torch.utils.benchmark's Timer and summarised with Compare, the paper's tool. For every
-(model, setting) the bench records parameters, GMACs (fvcore), inference latency (median and IQR), throughput,
-speed-up against the paired baseline measured under the same settings, training throughput (forward + backward +
-SGD step) and its speed-up, and peak memory (CUDA only). The paper's own speed-ups are printed beside ours, labelled.
+Latency is timed with torch.utils.benchmark's Timer and summarised with Compare, the paper's tool; a baseline and
+the models compared with it are timed in turn, round after round (`--rounds`), so that a machine's drifting speed
+hits them alike. For every (model, setting) the bench records parameters, GMACs (fvcore), inference latency (median
+and IQR), throughput, speed-up against the paired baseline measured under the same settings, training throughput
+(forward + backward + SGD step) and its speed-up, and peak memory (CUDA only). The paper's own speed-ups are printed
+beside ours, labelled.
 
 Examples:
     python -m timm_mod.bench --models resnet50_mod --threads 1 --batch-size 1
