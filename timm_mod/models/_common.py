@@ -1,6 +1,6 @@
 """Settings shared by the timm_mod model families."""
 import os
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, Optional, Type, TypeVar
 
 import torch.nn as nn
 from huggingface_hub import constants as hub_constants
@@ -13,7 +13,9 @@ from huggingface_hub.utils import (
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-__all__ = ['HUB_ORG', 'PAPER_ID', 'WEIGHTS_FILE', 'hf_hub_id', 'mod_cfg', 'build_mod_model']
+from ..convert import mod
+
+__all__ = ['HUB_ORG', 'PAPER_ID', 'WEIGHTS_FILE', 'MoDModelMixin', 'hf_hub_id', 'mod_cfg', 'build_mod_model']
 
 # The Hugging Face organisation that hosts timm_mod weights, set once here; TIMM_MOD_HUB_ORG overrides it.
 HUB_ORG = os.environ.get('TIMM_MOD_HUB_ORG', 'timm-mod')
@@ -22,6 +24,33 @@ PAPER_ID = 'arXiv:2409.17016'
 WEIGHTS_FILE = 'model.safetensors'
 
 ModelT = TypeVar('ModelT', bound=nn.Module)
+
+
+class MoDModelMixin:
+    """Builds a timm model class, then converts it with `timm_mod.mod` (settings recorded as ``mod_settings``).
+
+    Used as ``class ResNetMoD(MoDModelMixin, ResNet)``: the parent takes every argument but these keywords:
+
+    * ``mod_c``: channel reduction c of the MoD blocks, each processing k = C // c channels (default: the class's
+      ``default_mod_c``; None there means the paper's rule, `timm_mod.convert.default_c`),
+    * ``mod_reduction``: bottleneck ratio r of the channel selector,
+    * ``mod_fusion``: where processed channels are added, 'first', 'last' (MoD-lk) or 'original',
+    * ``mod_routing``: 'topk' (learned selector) or 'random'.
+    """
+    default_mod_c: Optional[int] = None
+
+    def __init__(
+            self,
+            *args,
+            mod_c: Optional[int] = None,
+            mod_reduction: int = 16,
+            mod_fusion: str = 'first',
+            mod_routing: str = 'topk',
+            **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        mod(self, c=self.default_mod_c if mod_c is None else mod_c, reduction=mod_reduction, fusion=mod_fusion,
+            routing=mod_routing)
 
 
 def hf_hub_id(name: str, tag: str) -> str:

@@ -15,48 +15,19 @@ from timm.models._efficientnet_builder import decode_arch_def, round_channels
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
-from ..convert import mod
-from ._common import build_mod_model, mod_cfg
+from ._common import MoDModelMixin, build_mod_model, mod_cfg
 
 __all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
 
 
-class EfficientNetMoD(EfficientNet):
-    """timm EfficientNet / MobileNetV2 whose stages alternate standard and MoD blocks."""
-
-    def __init__(
-            self,
-            mod_c: int = 16,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        """
-        Args:
-            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels.
-            mod_reduction: Bottleneck ratio r of the channel selector.
-            mod_fusion: Where processed channels are added: 'first', 'last' or 'original'.
-            mod_routing: 'topk' (learned selector) or 'random'.
-            **kwargs: timm EfficientNet arguments.
-        """
-        super().__init__(**kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
+class EfficientNetMoD(MoDModelMixin, EfficientNet):
+    """timm EfficientNet / MobileNetV2 whose stages alternate standard and MoD blocks (c = 16 by default)."""
+    default_mod_c = 16
 
 
-class EfficientNetFeaturesMoD(EfficientNetFeatures):
+class EfficientNetFeaturesMoD(MoDModelMixin, EfficientNetFeatures):
     """features_only version of `EfficientNetMoD` (timm's EfficientNetFeatures with the same MoD blocks)."""
-
-    def __init__(
-            self,
-            mod_c: int = 16,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        super().__init__(**kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
+    default_mod_c = 16
 
 
 def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> nn.Module:

@@ -11,23 +11,20 @@ from typing import Tuple, Type, Union
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..convert import mod
-from ._common import build_mod_model, mod_cfg
+from ._common import MoDModelMixin, build_mod_model, mod_cfg
 
 __all__ = ['ResNetMoD']
 
 
-class ResNetMoD(ResNet):
-    """timm ResNet whose stages alternate standard and MoD blocks (the first block of each stage is standard)."""
+class ResNetMoD(MoDModelMixin, ResNet):
+    """timm ResNet whose stages alternate standard and MoD blocks (the first block of each stage is standard; c = 64
+    by default, the MoD keywords of `MoDModelMixin`)."""
+    default_mod_c = 64
 
     def __init__(
             self,
             block: Union[Type[BasicBlock], Type[Bottleneck]],
             layers: Tuple[int, ...],
-            mod_c: int = 64,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
             zero_init_last: bool = True,
             **kwargs,
     ):
@@ -35,16 +32,12 @@ class ResNetMoD(ResNet):
         Args:
             block: Block type of every stage (BasicBlock or Bottleneck).
             layers: Blocks per stage.
-            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels.
-            mod_reduction: Bottleneck ratio r of the channel selector.
-            mod_fusion: Where processed channels are added: 'first', 'last' (MoD-lk) or 'original'.
-            mod_routing: 'topk' (learned selector) or 'random'.
             zero_init_last: Zero-init the last BN of each residual branch, as timm's ResNet.
-            **kwargs: timm ResNet arguments (num_classes, in_chans, output_stride, drop_path_rate, ...).
+            **kwargs: the MoD keywords (mod_c, mod_reduction, mod_fusion, mod_routing) and timm ResNet arguments
+                (num_classes, in_chans, output_stride, drop_path_rate, ...).
         """
         self._mod_building = True  # skip the parent's weight init for blocks about to be replaced
         super().__init__(block, layers, zero_init_last=zero_init_last, **kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
         self._mod_building = False
         self.init_weights(zero_init_last=zero_init_last)
 

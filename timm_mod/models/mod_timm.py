@@ -23,105 +23,38 @@ from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
 from timm.models.regnet import RegNet, RegNetCfg, _filter_fn as _regnet_filter_fn, model_cfgs as _regnet_cfgs
 from timm.models.resnet import Bottleneck
 
-from ..convert import mod
 from ..paper import BASELINES
-from ._common import build_mod_model, mod_cfg
+from ._common import MoDModelMixin, build_mod_model, mod_cfg
 from .mod_mobilenetv2 import EfficientNetFeaturesMoD, EfficientNetMoD
 from .mod_resnet import ResNetMoD
 
 __all__ = ['ConvNeXtMoD', 'RegNetMoD', 'MobileNetV3MoD', 'MobileNetV3FeaturesMoD']
 
 
-class ConvNeXtMoD(ConvNeXt):
-    """timm ConvNeXt whose stages alternate standard and MoD ConvNeXt blocks (each stage starts with a standard one)."""
+class ConvNeXtMoD(MoDModelMixin, ConvNeXt):
+    """timm ConvNeXt whose stages alternate standard and MoD ConvNeXt blocks (each stage starts with a standard one).
 
-    def __init__(
-            self,
-            mod_c: Optional[int] = None,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        """
-        Args:
-            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels (default: half the
-                width of the first stage, the paper's rule lowered to give every MoD block k >= 2).
-            mod_reduction: Bottleneck ratio r of the channel selector.
-            mod_fusion: Where processed channels are added: 'first', 'last' (MoD-lk) or 'original'.
-            mod_routing: 'topk' (learned selector) or 'random'.
-            **kwargs: timm ConvNeXt arguments.
-        """
-        super().__init__(**kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
-
-
-class RegNetMoD(RegNet):
-    """timm RegNet whose stages alternate standard and MoD bottlenecks (the first block of each stage is standard).
-
-    The new blocks are initialised as timm's RegNet default does, zero-initialising their last BN.
+    Default c: half the width of the first stage, the paper's rule lowered to give every MoD block k >= 2.
     """
 
-    def __init__(
-            self,
-            cfg: RegNetCfg,
-            mod_c: Optional[int] = None,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        """
-        Args:
-            cfg: timm RegNet architecture config.
-            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels (default: the stem
-                width, the narrower end of the first block, the paper's rule).
-            mod_reduction: Bottleneck ratio r of the channel selector.
-            mod_fusion: Where processed channels are added: 'first', 'last' (MoD-lk) or 'original'.
-            mod_routing: 'topk' (learned selector) or 'random'.
-            **kwargs: timm RegNet arguments.
-        """
-        super().__init__(cfg, **kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
+
+class RegNetMoD(MoDModelMixin, RegNet):
+    """timm RegNet whose stages alternate standard and MoD bottlenecks (the first block of each stage is standard).
+
+    Default c: the stem width, the narrower end of the first block (the paper's rule). The new blocks are initialised
+    as timm's RegNet default does, zero-initialising their last BN.
+    """
 
 
-class MobileNetV3MoD(MobileNetV3):
-    """timm MobileNetV3 whose stages alternate standard and MoD blocks (the first block of each stage is standard)."""
+class MobileNetV3MoD(MoDModelMixin, MobileNetV3):
+    """timm MobileNetV3 whose stages alternate standard and MoD blocks (the first block of each stage is standard).
 
-    def __init__(
-            self,
-            mod_c: Optional[int] = None,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        """
-        Args:
-            mod_c: Channel reduction c of the MoD blocks: each processes k = C // c channels (default: the paper's
-                rule, the narrower end of the first block).
-            mod_reduction: Bottleneck ratio r of the channel selector.
-            mod_fusion: Where processed channels are added: 'first', 'last' (MoD-lk) or 'original'.
-            mod_routing: 'topk' (learned selector) or 'random'.
-            **kwargs: timm MobileNetV3 arguments.
-        """
-        super().__init__(**kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
+    Default c: the paper's rule, the narrower end of the first block.
+    """
 
 
-class MobileNetV3FeaturesMoD(MobileNetV3Features):
+class MobileNetV3FeaturesMoD(MoDModelMixin, MobileNetV3Features):
     """features_only version of `MobileNetV3MoD` (timm's MobileNetV3Features with the same MoD blocks)."""
-
-    def __init__(
-            self,
-            mod_c: Optional[int] = None,
-            mod_reduction: int = 16,
-            mod_fusion: str = 'first',
-            mod_routing: str = 'topk',
-            **kwargs,
-    ):
-        super().__init__(**kwargs)
-        mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)
 
 
 def _create_convnext_mod(variant: str, pretrained: bool = False, **kwargs) -> ConvNeXtMoD:
