@@ -8,7 +8,7 @@
 # A baseline and its models are timed in turn, round after round (--rounds), so load that comes and goes hits all of
 # them alike. glibc is told to keep freed memory (GLIBC_TUNABLES below, recorded in every row): by default it returns
 # batch-32 feature maps to the kernel after each use and page-faults them in again on the next forward, which was
-# ~40 % of a batch-32 ResNet50 forward here and most of its spread. Baselines and MoD models run under the same setting.
+# ~45 % of a batch-32 ResNet50 forward here and most of its spread (benchmarks/header.md has the command). Baselines and MoD models run under the same setting.
 # Earlier CPU results are moved to benchmarks/results/old/, never overwritten. About 20 minutes on 2 cores
 # (ALL=1: about 50); run it on an otherwise idle machine.
 set -euo pipefail
@@ -47,7 +47,8 @@ fi
   echo
   "$py" -m timm_mod.breakdown --models resnet50_mod,resnet86_mod,mobilenetv2_mod --threads "1,$cores" --iters 50
   "$py" -m timm_mod.breakdown --models resnet50_mod --threads "$cores" --batch-size 32 --iters 6
-} > "$results/breakdown-cpu.md"
+} > "$results/breakdown-cpu.md.partial"
+mv "$results/breakdown-cpu.md.partial" "$results/breakdown-cpu.md"  # never a half-written section
 "$py" -m timm_mod.report "$results"/*.json --header benchmarks/header.md --footer "$results/breakdown-cpu.md" \
   --footer benchmarks/dense.md \
   --out BENCHMARKS.md --plot benchmarks/figures

@@ -62,7 +62,7 @@ def malloc_setting() -> Optional[str]:
     """The allocator settings of this process (GLIBC_TUNABLES, LD_PRELOAD), which move CPU latencies at large batch.
 
     glibc serves allocations of tens of MB (a batch-32 feature map) with fresh mmaps, so every forward page-faults
-    them in again; on this project's VM that was ~40 % of a batch-32 ResNet50 forward and most of its spread.
+    them in again; on this project's VM that was ~45 % of a batch-32 ResNet50 forward and most of its spread.
     """
     parts = [f'{k}={os.environ[k]}' for k in ('GLIBC_TUNABLES', 'LD_PRELOAD') if os.environ.get(k)]
     return ' '.join(parts) or None
