@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train any model with timm's own train.py: ./train.sh DATASET MODEL [train.py arguments ...]
-# The logic lives in timm_mod/train.py; ./train.sh --help explains every preset, flag and variable.
+# The logic lives in timm_mod/tools/train.py; ./train.sh --help explains every preset, flag and variable.
 # Interpreter: $PYTHON if set, else this checkout's .venv, else python3.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,4 +11,4 @@ elif [[ -x "$here/.venv/bin/python" ]]; then
 else
     py=python3
 fi
-exec "$py" -m timm_mod.train "$@"
+exec "$py" -m timm_mod.tools.train "$@"

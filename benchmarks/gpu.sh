@@ -22,11 +22,11 @@ for name in ('resnet50_mod', 'mobilenetv2_mod', 'vgg16_bn_mod_cifar'):
     print(f'{name}: max |cuda - cpu| = {(out - ref).abs().max().item():.2e}')
 PY
 # Every paper row and its baseline, eager, batch 1 / 64 / 256, AMP + channels_last (fvcore is not there: no GMACs).
-python3 -m timm_mod.bench --device cuda --batch-size 1,64,256 --amp --channels-last --no-gmacs \
+python3 -m timm_mod.tools.bench --device cuda --batch-size 1,64,256 --amp --channels-last --no-gmacs \
   --rounds 4 --min-run-time 0.1 --json "$out/gpu-${card}-eager.json" >"$out/gpu-${card}-eager.log"
 tail -45 "$out/gpu-${card}-eager.log"
 # torch.compile on the main pairs, inference, batch 256.
-python3 -m timm_mod.bench --device cuda --models resnet50_mod,mobilenetv2_mod --batch-size 256 --amp \
+python3 -m timm_mod.tools.bench --device cuda --models resnet50_mod,mobilenetv2_mod --batch-size 256 --amp \
   --channels-last --compile --no-train --no-gmacs --rounds 4 --min-run-time 0.1 --json "$out/gpu-${card}-compile.json" \
   >"$out/gpu-${card}-compile.log" 2>&1
 tail -8 "$out/gpu-${card}-compile.log"

@@ -10,9 +10,9 @@ from timm.models._efficientnet_blocks import SqueezeExcite
 
 import timm_mod
 from timm_mod import MoDBlock
-from timm_mod.complexity import count_params_m
+from timm_mod.tools.complexity import count_params_m
 from timm_mod.convert import find_stages
-from timm_mod.paper import BASELINES
+from timm_mod.tools.paper import BASELINES
 
 SIZE = 64
 # Small members of every supported family: (timm name, create kwargs); the ids say what each one covers.

@@ -8,8 +8,8 @@ import timm
 
 import timm_mod
 from timm_mod import MoDBlock
-from timm_mod.complexity import count_gmacs, count_params_m
-from timm_mod.paper import PAPER
+from timm_mod.tools.complexity import count_gmacs, count_params_m
+from timm_mod.tools.paper import PAPER
 
 OURS = timm_mod.list_models()
 IMAGENET_RESNETS = [n for n in OURS if n.startswith('resnet') and 'cifar' not in n]

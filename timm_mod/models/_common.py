@@ -20,7 +20,7 @@ __all__ = ['HUB_ORG', 'PAPER_ID', 'WEIGHTS_FILE', 'MoDModelMixin', 'hf_hub_id', 
 # The Hugging Face organisation that hosts timm_mod weights, set once here; TIMM_MOD_HUB_ORG overrides it.
 HUB_ORG = os.environ.get('TIMM_MOD_HUB_ORG', 'timm-mod')
 PAPER_ID = 'arXiv:2409.17016'
-# The one weight file of a timm_mod Hub repo (`python -m timm_mod.hub export` writes no pickle)
+# The one weight file of a timm_mod Hub repo (`python -m timm_mod.tools.hub export` writes no pickle)
 WEIGHTS_FILE = 'model.safetensors'
 
 ModelT = TypeVar('ModelT', bound=nn.Module)

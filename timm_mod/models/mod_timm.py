@@ -4,7 +4,7 @@ Paper: `CNN Mixture-of-Depths` - Rinor Cakaj, Jens Mehnert, Bin Yang (ACCV 2024)
     https://arxiv.org/abs/2409.17016
 
 The paper names ConvNeXt among the architectures MoD fits but publishes only ResNet, MobileNetV2 and VGG models.
-Each model here is its timm baseline (paired in `timm_mod.paper.BASELINES`) with every second block of each stage
+Each model here is its timm baseline (paired in `BASELINES` below) with every second block of each stage
 replaced by a MoD block of the same type (`timm_mod.mod`), c by the paper's rule (`timm_mod.convert.default_c`):
 64 for the ResNets, 32 for RegNetY-1.6GF, 16 for EfficientNet-B0 and MobileNetV3-L. For ConvNeXt the rule's 96 / 80
 is halved to 48 / 40, so that the LayerNorm of each MoD block spans at least two channels. No weights exist for
@@ -23,12 +23,18 @@ from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
 from timm.models.regnet import RegNet, RegNetCfg, _filter_fn as _regnet_filter_fn, model_cfgs as _regnet_cfgs
 from timm.models.resnet import Bottleneck
 
-from ..paper import BASELINES
 from ._common import MoDModelMixin, build_mod_model, mod_cfg
 from .mod_mobilenetv2 import EfficientNetFeaturesMoD, EfficientNetMoD
 from .mod_resnet import ResNetMoD
 
 __all__ = ['ConvNeXtMoD', 'RegNetMoD', 'MobileNetV3MoD', 'MobileNetV3FeaturesMoD']
+
+# Each model and the timm model it converts (its baseline in the bench; the paper has no numbers for these)
+BASELINES = {
+    'convnext_tiny_mod': 'convnext_tiny', 'convnext_nano_mod': 'convnext_nano',
+    'resnext50_32x4d_mod': 'resnext50_32x4d', 'seresnet50_mod': 'seresnet50', 'regnety_016_mod': 'regnety_016',
+    'efficientnet_b0_mod': 'efficientnet_b0', 'mobilenetv3_large_100_mod': 'mobilenetv3_large_100',
+}
 
 
 class ConvNeXtMoD(MoDModelMixin, ConvNeXt):
@@ -114,11 +120,7 @@ def _cfg(name: str, tag: str = 'in1k', **kwargs) -> Dict[str, Any]:
     return mod_cfg(name, tag, **{f: getattr(baseline, f) for f in _BASELINE_CFG_FIELDS}, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
-    f'{name}.in1k': _cfg(name) for name in (
-        'convnext_tiny_mod', 'convnext_nano_mod', 'resnext50_32x4d_mod', 'seresnet50_mod', 'regnety_016_mod',
-        'efficientnet_b0_mod', 'mobilenetv3_large_100_mod')
-})
+default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(name) for name in BASELINES})
 
 
 @register_model

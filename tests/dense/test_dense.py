@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from timm_mod import dense
-from timm_mod.backbone import create_backbone
-from timm_mod.dense_data import CityscapesTransform, VOCTransform
-from timm_mod.detection import TimmBackboneWithFPN, faster_rcnn
-from timm_mod.paper import DENSE_PAPER
-from timm_mod.segmentation import fcn, fcn_loss
-from timm_mod.voc_eval import VOC07MeanAP, voc07_ap
+from timm_mod.dense.backbone import create_backbone
+from timm_mod.dense.data import CityscapesTransform, VOCTransform
+from timm_mod.dense.detection import TimmBackboneWithFPN, faster_rcnn
+from timm_mod.dense.segmentation import fcn, fcn_loss
+from timm_mod.dense.voc_eval import VOC07MeanAP, voc07_ap
+from timm_mod.tools.paper import DENSE_PAPER
 
 BACKBONES = ('resnet50', 'resnet50_mod', 'resnet75_mod', 'resnet86_mod')
 # Fewer proposals and sampled RoIs than the defaults (2000 / 1000 / 512) keep the detector tests short

@@ -3,7 +3,7 @@
 Counts, per class and over all classes, how often the channel selector of a MoD block picks each channel, writes the
 counts as CSV and draws each class's selection frequencies against the all-classes baseline.
 
-    python -m timm_mod.selection --model resnet18_mod --checkpoint output/train/.../model_best.pth.tar \\
+    python -m timm_mod.tools.selection --model resnet18_mod --checkpoint output/train/.../model_best.pth.tar \\
         --data ~/.cache/timm_mod/digits --out selection/
 """
 import argparse
@@ -18,7 +18,7 @@ import torch.nn as nn
 from timm.data import create_dataset, create_loader, resolve_data_config
 from timm.models import load_checkpoint
 
-from .layers import MoDBlock
+from ..layers import MoDBlock
 
 __all__ = ['mod_blocks', 'default_block', 'count_selections']
 
@@ -111,7 +111,7 @@ def _plot(counts: torch.Tensor, classes: List[str], block_name: str, model_name:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.selection', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.selection', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='timm_mod model name, e.g. resnet18_mod')
     parser.add_argument('--checkpoint', help='train.py checkpoint or state dict (loaded with weights_only=True)')
     parser.add_argument('--ema', action='store_true', help='use the checkpoint\'s EMA weights')

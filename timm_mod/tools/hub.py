@@ -1,8 +1,8 @@
 """Export timm train.py checkpoints as Hugging Face Hub model repos, and publish them.
 
-    python -m timm_mod.hub export --model resnet75_mod --checkpoint output/train/RUN/model_best.pth.tar \\
+    python -m timm_mod.tools.hub export --model resnet75_mod --checkpoint output/train/RUN/model_best.pth.tar \\
         --out hub/resnet75_mod.in1k --ema --results results.csv
-    python -m timm_mod.hub publish --model resnet75_mod --checkpoint ... --out hub/resnet75_mod.in1k [--dry-run]
+    python -m timm_mod.tools.hub publish --model resnet75_mod --checkpoint ... --out hub/resnet75_mod.in1k [--dry-run]
 
 An exported folder holds what timm's `save_for_hf` writes, model.safetensors and config.json, plus README.md, the
 model card rendered from the family's template in hub_cards/. config.json's model_args carry num_classes, in_chans and
@@ -29,9 +29,9 @@ from timm.data import resolve_data_config
 from timm.models import clean_state_dict, get_pretrained_cfg, list_pretrained, save_for_hf, split_model_name_tag
 from timm.utils import ParseKwargs
 
-from . import MODEL_MODULES, list_models
+from ..models import MODEL_MODULES, list_models
+from ..models._common import WEIGHTS_FILE
 from .complexity import count_gmacs, count_params_m
-from .models._common import WEIGHTS_FILE
 from .paper import BASELINES, PAPER
 
 __all__ = ['HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'render_card', 'export', 'publish']
@@ -39,7 +39,7 @@ __all__ = ['HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'ren
 _logger = logging.getLogger(__name__)
 
 # Templates live beside the package in a source checkout; exporting is a maintainer's task run from one.
-CARDS_DIR = Path(__file__).resolve().parent.parent / 'hub_cards'
+CARDS_DIR = Path(__file__).resolve().parents[2] / 'hub_cards'
 # Card template of each family, keyed by the basename of the module that registers it (timm_mod.MODEL_MODULES)
 CARD_TEMPLATES = {
     'mod_resnet': 'resnet_mod.md', 'mod_mobilenetv2': 'mobilenetv2_mod.md', 'mod_cifar': 'cifar.md',
@@ -475,7 +475,7 @@ def publish(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.hub', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.hub', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest='command', required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -1,8 +1,8 @@
 """Run one of timm's own scripts, unchanged, with the timm_mod models registered.
 
-    python -m timm_mod.run validate.py --model resnet18_mod --data-dir /data/imagenet --checkpoint model_best.pth.tar
-    python -m timm_mod.run benchmark.py --model resnet86_mod --bench inference
-    torchrun --nproc_per_node 2 -m timm_mod.run train.py --model resnet18_mod --device cpu ...
+    python -m timm_mod.tools.run validate.py --model resnet18_mod --data-dir /data/imagenet --checkpoint model_best.pth.tar
+    python -m timm_mod.tools.run benchmark.py --model resnet86_mod --bench inference
+    torchrun --nproc_per_node 2 -m timm_mod.tools.run train.py --model resnet18_mod --device cpu ...
 
 timm's train.py can import our models itself (``--device-modules timm_mod``); validate.py, benchmark.py,
 inference.py and onnx_export.py have no such flag, so this launcher imports timm_mod first and then runs the script
@@ -163,7 +163,7 @@ def _is_distributed() -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.run', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.run', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('script', help=f'a path, or one of timm\'s scripts by name: {", ".join(TIMM_SCRIPTS)}')
     parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments for the script, passed unchanged')
     return parser
@@ -178,9 +178,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         script = resolve_script(args[0])
     except TimmScriptError as e:
-        sys.exit(f'timm_mod.run: {e}')
+        sys.exit(f'timm_mod.tools.run: {e}')
 
-    # The models are registered already: `python -m timm_mod.run` imports the timm_mod package before this module.
+    # The models are registered already: `python -m timm_mod.tools.run` imports the timm_mod package before this module.
     if _is_distributed():
         fix_cpu_ddp()
     # Unlike `python script.py`, the script's folder is not put on sys.path: timm's scripts import nothing from it but

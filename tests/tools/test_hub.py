@@ -1,4 +1,4 @@
-"""timm_mod.hub: from a train.py checkpoint to a Hub model folder, and every way timm loads it back. Offline.
+"""timm_mod.tools.hub: from a train.py checkpoint to a Hub model folder, and every way timm loads it back. Offline.
 
 The Hub is never contacted: huggingface_hub runs in offline mode, and a Hub download is served from a cache laid out
 as huggingface_hub lays it (models--ORG--NAME/refs/main holding a commit hash, snapshots/HASH/ holding the files).
@@ -20,8 +20,8 @@ from huggingface_hub import constants as hub_constants
 from timm.models import get_pretrained_cfg
 
 import timm_mod
-from timm_mod import hub
-from timm_mod.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_checkpoint, read_results, render_card
+from timm_mod.tools import hub
+from timm_mod.tools.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_checkpoint, read_results, render_card
 
 NAME = 'resnet18_mod_cifar'  # small and fast at 32 x 32; its default tag c10 has 10 classes
 REPO_ID = get_pretrained_cfg(f'{NAME}.c10').hf_hub_id
@@ -462,7 +462,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
         hub.main(['export', '--model', NAME, '--checkpoint', str(tmp_path / 'no.pth'), '--out', str(tmp_path / 'out')])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        f'python -m timm_mod.hub export: error: checkpoint not found: {tmp_path / "no.pth"}')
+        f'python -m timm_mod.tools.hub export: error: checkpoint not found: {tmp_path / "no.pth"}')
 
 
 def test_help_explains_every_flag(capsys):

@@ -5,10 +5,10 @@ runs whole (a block timed on its own, in a loop, finds its code and weights in c
 cheaper than it is inside the network): per MoD block `route` (pooling, scoring MLP, sigmoid, top-k), `block` (the
 k-channel block) and the rest (`gather + fuse`: picking the k channels, scaling and adding the result back), and the
 MoD blocks' share of the model's forward. The speed-ups themselves, against baselines and bounds, come from
-`python -m timm_mod.bench`.
+`python -m timm_mod.tools.bench`.
 
 Example:
-    python -m timm_mod.breakdown --models resnet50_mod,mobilenetv2_mod --threads 1 --batch-size 1
+    python -m timm_mod.tools.breakdown --models resnet50_mod,mobilenetv2_mod --threads 1 --batch-size 1
 """
 import argparse
 import statistics
@@ -21,8 +21,8 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..layers import MoDBlock
 from .bench import cpu_name
-from .layers import MoDBlock
 
 __all__ = ['block_breakdown', 'markdown']
 
@@ -92,7 +92,7 @@ def _int_list(text: str) -> List[int]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m timm_mod.breakdown', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.breakdown', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='resnet50_mod', help='comma-separated MoD models (default resnet50_mod)')
     parser.add_argument('--threads', type=_int_list, default=None, help='thread counts (default: all cores)')

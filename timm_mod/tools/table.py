@@ -1,7 +1,7 @@
 """Print (or write into a markdown file) the model table: our parameter and MAC counts beside the paper's.
 
-    python -m timm_mod.table                    # print the table
-    python -m timm_mod.table --update README.md # replace the table between its markers in README.md
+    python -m timm_mod.tools.table                    # print the table
+    python -m timm_mod.tools.table --update README.md # replace the table between its markers in README.md
 """
 import argparse
 import re
@@ -11,7 +11,7 @@ from typing import List
 
 import timm
 
-from . import list_models
+from ..models import list_models
 from .complexity import count_gmacs, count_params_m
 from .paper import PAPER
 

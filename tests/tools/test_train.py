@@ -19,11 +19,11 @@ import torch
 import yaml
 from PIL import Image
 
-import timm_mod.run as tm_run
-import timm_mod.train as tm_train
-from timm_mod.train import DIGITS_SIZE, build_command, main, write_digits
+import timm_mod.tools.run as tm_run
+import timm_mod.tools.train as tm_train
+from timm_mod.tools.train import DIGITS_SIZE, build_command, main, write_digits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_SH = REPO / 'train.sh'
 LAUNCH_ENV = ('NPROC', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'DATA_DIR', 'RESUME', 'DRY_RUN',
               'SLURM_JOB_ID', 'SLURM_JOB_NUM_NODES', 'SLURM_NODEID', 'SLURM_JOB_NODELIST', 'WORLD_SIZE')
@@ -75,7 +75,7 @@ def _fails(argv: List[str], capsys) -> str:
 
 def test_digits_dry_run_is_the_quick_start_recipe_and_writes_nothing(launch_env):
     cmd = build_command('digits', 'resnet18_mod', dry_run=True)
-    assert cmd[:4] == [sys.executable, '-m', 'timm_mod.run', str(launch_env / 'timm-checkout' / 'train.py')]
+    assert cmd[:4] == [sys.executable, '-m', 'timm_mod.tools.run', str(launch_env / 'timm-checkout' / 'train.py')]
     assert _flag(cmd, '--model') == 'resnet18_mod'
     assert _flag(cmd, '--data-dir') == str(launch_env / 'cache' / 'digits')
     assert [_flag(cmd, f) for f in ('--train-split', '--val-split', '--num-classes')] == ['train', 'val', '10']
@@ -132,7 +132,7 @@ def test_extra_arguments_come_last_and_override_the_preset(launch_env):
 def test_dry_run_prints_the_command_from_flag_or_environment(launch_env, monkeypatch, capsys):
     assert main(['digits', 'resnet18_mod', '--dry-run', '--epochs', '2']) == 0
     printed = shlex.split(capsys.readouterr().out)
-    assert printed[1:3] == ['-m', 'timm_mod.run'] and printed[-2:] == ['--epochs', '2']
+    assert printed[1:3] == ['-m', 'timm_mod.tools.run'] and printed[-2:] == ['--epochs', '2']
     assert '--dry-run' not in printed  # ours, never passed on to train.py
     monkeypatch.setenv('DRY_RUN', '1')
     assert main(['digits', 'resnet18_mod']) == 0
@@ -146,7 +146,7 @@ def test_nproc_runs_torchrun_and_splits_the_global_batch(launch_env, monkeypatch
     monkeypatch.setenv('NPROC', '2')
     cmd = build_command('digits', 'resnet18_mod', dry_run=True)
     assert cmd[:7] == [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--standalone',
-                       '-m', 'timm_mod.run']
+                       '-m', 'timm_mod.tools.run']
     assert _flag(cmd, '--batch-size') == '32' and _flag(cmd, '--lr-base-size') == '64'
 
 
@@ -276,7 +276,7 @@ def test_launcher_runs_a_script_as_main_with_our_models(tmp_path, monkeypatch):
     script.write_text('import sys, timm\nassert __name__ == "__main__"\n'
                       'print(timm.is_model("resnet18_mod"), sys.argv[0].endswith("validate.py"), sys.argv[1:])\n')
     monkeypatch.setenv('TIMM_TRAIN_PY', str(tmp_path / 'validate.py'))  # its folder stands in for timm's checkout
-    out = subprocess.run([sys.executable, '-m', 'timm_mod.run', 'validate.py', '--model', 'x'], capture_output=True,
+    out = subprocess.run([sys.executable, '-m', 'timm_mod.tools.run', 'validate.py', '--model', 'x'], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "True True ['--model', 'x']"
 

@@ -35,12 +35,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils import benchmark
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
+from ..tools.bench import cpu_name, interleaved
+from ..tools.complexity import count_params_m
+from ..tools.paper import DENSE_PAPER
 from .backbone import check_backbone
-from .bench import cpu_name, interleaved
-from .complexity import count_params_m
-from .dense_data import VOC_CLASSES, check_cityscapes, check_voc, cityscapes, detection_collate, parse_voc_sets, voc
+from .data import VOC_CLASSES, check_cityscapes, check_voc, cityscapes, detection_collate, parse_voc_sets, voc
 from .detection import faster_rcnn
-from .paper import DENSE_PAPER
 from .segmentation import IGNORE_INDEX, fcn, fcn_loss
 
 __all__ = ['build_system', 'bench_systems', 'markdown_table', 'main']
@@ -59,7 +59,7 @@ def build_system(system: str, backbone: str, img_size: Optional[Sequence[int]] =
         system: 'fcn' or 'faster_rcnn'.
         backbone: timm model name.
         img_size: Faster R-CNN's (min_size, max_size) resize; ignored by FCN.
-        **kwargs: Passed to `timm_mod.segmentation.fcn` or `timm_mod.detection.faster_rcnn`.
+        **kwargs: Passed to `timm_mod.dense.segmentation.fcn` or `timm_mod.dense.detection.faster_rcnn`.
     """
     if system == 'fcn':
         return fcn(backbone, num_classes=CITYSCAPES_CLASSES, **kwargs)
@@ -373,7 +373,7 @@ def bench_systems(
     Models are randomly initialised: MoD's shapes are static, so its cost does not depend on the weights. FCN runs
     without its auxiliary head (it only serves training); Faster R-CNN gets one image of `det_size`, resizes within
     (min_size, max_size) = det_size, so a 600 x 1000 image is not resized, and its box classifier is zeroed (see
-    `_fix_detection_workload`). The backbones are timed in turn, `rounds` times (see `timm_mod.bench.interleaved`).
+    `_fix_detection_workload`). The backbones are timed in turn, `rounds` times (see `timm_mod.tools.bench.interleaved`).
     """
     dev = torch.device(device)
     threads = threads or [torch.get_num_threads()]

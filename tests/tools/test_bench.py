@@ -7,7 +7,8 @@ import timm
 import torch
 from PIL import Image
 
-from timm_mod import MoDBlock, bench, breakdown, mod, report, selection
+from timm_mod import MoDBlock, mod
+from timm_mod.tools import bench, breakdown, report, selection
 
 FIELDS = ('model', 'baseline', 'device', 'threads', 'batch_size', 'img_size', 'params_m', 'gmacs', 'latency_ms',
           'latency_iqr_ms', 'speedup', 'train_img_s', 'train_speedup')

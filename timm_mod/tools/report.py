@@ -1,8 +1,8 @@
-"""Turn benchmark JSON files (from ``python -m timm_mod.bench --json``) into BENCHMARKS.md and Figure 3.
+"""Turn benchmark JSON files (from ``python -m timm_mod.tools.bench --json``) into BENCHMARKS.md and Figure 3.
 
-    python -m timm_mod.report benchmarks/results/*.json --out BENCHMARKS.md --plot benchmarks/figures
+    python -m timm_mod.tools.report benchmarks/results/*.json --out BENCHMARKS.md --plot benchmarks/figures
 
-Every number written comes from the JSON rows; the paper's numbers (timm_mod.paper) are shown beside them and
+Every number written comes from the JSON rows; the paper's numbers (timm_mod.tools.paper) are shown beside them and
 labelled as the paper's.
 """
 import argparse
@@ -127,7 +127,7 @@ def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('json', nargs='+', help='benchmark JSON files')
     parser.add_argument('--out', help='write the markdown tables here (default: stdout)')
     parser.add_argument('--header', help='markdown file placed before the tables')

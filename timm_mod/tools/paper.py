@@ -6,6 +6,8 @@ an Intel Core i7-10850H and GPU latency on an NVIDIA Quadro RTX 3000 with torch.
 """
 from typing import Dict, NamedTuple, Optional
 
+from ..models.mod_timm import BASELINES as BEYOND_PAPER_BASELINES
+
 __all__ = ['PaperRow', 'PAPER', 'BASELINES', 'DensePaperRow', 'DENSE_PAPER']
 
 
@@ -70,11 +72,9 @@ BASELINES: Dict[str, str] = {
     'resnet18_mod_cifar': 'resnet18_cifar', 'resnet34_mod_cifar': 'resnet34_cifar',
     'resnet50_mod_cifar': 'resnet50_cifar', 'vgg16_bn_mod_cifar': 'vgg16_bn_cifar',
     'vgg19_bn_mod_cifar': 'vgg19_bn_cifar',
-    # --- beyond the paper: timm CNNs converted by timm_mod.mod, paired with the timm model they convert (no paper
+    # beyond the paper: timm CNNs converted by timm_mod.mod, paired with the timm model they convert (no paper
     # numbers exist for these)
-    'convnext_tiny_mod': 'convnext_tiny', 'convnext_nano_mod': 'convnext_nano',
-    'resnext50_32x4d_mod': 'resnext50_32x4d', 'seresnet50_mod': 'seresnet50', 'regnety_016_mod': 'regnety_016',
-    'efficientnet_b0_mod': 'efficientnet_b0', 'mobilenetv3_large_100_mod': 'mobilenetv3_large_100',
+    **BEYOND_PAPER_BASELINES,
 }
 
 

@@ -8,10 +8,10 @@ and IQR), throughput, speed-up against the paired baseline measured under the sa
 beside ours, labelled.
 
 Examples:
-    python -m timm_mod.bench --models resnet50_mod --threads 1 --batch-size 1
-    python -m timm_mod.bench --device cuda --batch-size 1,64,256 --amp --channels-last --json gpu.json
-    python -m timm_mod.bench --models resnet50_mod --mod-c 2,4,8,16,32,64   # Table 10's c sweep
-    python -m timm_mod.bench --models resnet50_mod,resnet75_mod --bound      # + MoD blocks replaced by identity
+    python -m timm_mod.tools.bench --models resnet50_mod --threads 1 --batch-size 1
+    python -m timm_mod.tools.bench --device cuda --batch-size 1,64,256 --amp --channels-last --json gpu.json
+    python -m timm_mod.tools.bench --models resnet50_mod --mod-c 2,4,8,16,32,64   # Table 10's c sweep
+    python -m timm_mod.tools.bench --models resnet50_mod,resnet75_mod --bound      # + MoD blocks replaced by identity
 """
 import argparse
 import json
@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 from torch.utils import benchmark
 
+from ..layers import MoDBlock
 from .complexity import count_gmacs, count_params_m
-from .layers import MoDBlock
 from .paper import BASELINES, PAPER
 
 __all__ = ['default_models', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
@@ -323,10 +323,10 @@ def _int_list(text: str) -> List[int]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='',
                         help='comma-separated models; each MoD model brings its paired baseline '
-                             '(default: every MoD model of timm_mod.paper.BASELINES)')
+                             '(default: every MoD model of timm_mod.tools.paper.BASELINES)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
     parser.add_argument('--threads', type=_int_list, default=None,
                         help='intra-op thread counts, comma-separated (default: all cores)')

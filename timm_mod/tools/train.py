@@ -1,7 +1,7 @@
 """Train any model with timm's own, unmodified train.py: one command, recipes for the paper's data, CPU to many GPUs.
 
     ./train.sh DATASET MODEL [train.py arguments ...]
-    python -m timm_mod.train DATASET MODEL [train.py arguments ...]
+    python -m timm_mod.tools.train DATASET MODEL [train.py arguments ...]
 
 DATASET is a preset (below) or the path of an ImageFolder root holding train/ and val/ (or validation/). The
 arguments after MODEL go to train.py last, so they override the preset (--epochs 30, --lr 0.2, ...). A preset's
@@ -30,7 +30,7 @@ environment:
   RESUME=1     same as --resume
   DRY_RUN=1    same as --dry-run
   TIMM_TRAIN_PY, TIMM_MOD_CACHE
-               where timm's train.py is (see python -m timm_mod.run --help); the cache root (~/.cache/timm_mod)
+               where timm's train.py is (see python -m timm_mod.tools.run --help); the cache root (~/.cache/timm_mod)
 
 Every run writes a new folder, OUTPUT/DATASET-MODEL-TIMESTAMP (OUTPUT: --output, default output/train): a run never
 overwrites another. A resumed run continues from the checkpoint in a new folder and ends at the epoch the
@@ -54,7 +54,7 @@ import timm
 import torch
 from timm.models import parse_model_name, safe_model_name
 
-from .models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
 
 __all__ = ['Preset', 'PRESETS', 'Topology', 'UsageError', 'build_command', 'write_digits', 'main']
@@ -303,7 +303,7 @@ def _device_args(device: str, nproc: int, gpus: int) -> List[str]:
 
 
 def _launcher(topology: Topology, train_py: Path) -> List[str]:
-    run = ['-m', 'timm_mod.run', str(train_py)]
+    run = ['-m', 'timm_mod.tools.run', str(train_py)]
     if topology.world_size == 1:
         return [sys.executable, *run]
     # torchrun as `python -m torch.distributed.run`: the same program, certain to be this interpreter's

@@ -1,0 +1,16 @@
+"""Command-line tools, each run as ``python -m timm_mod.tools.<tool>`` (``--help`` explains every flag).
+
+Launchers and the Hub:
+    train       ./train.sh's presets around timm's own train.py (single process, torchrun, SLURM, resume)
+    run         any of timm's scripts (validate.py, benchmark.py, onnx_export.py, ...) with the MoD models registered
+    hub         export / publish weights as safetensors with config.json and a model card
+
+Measurement and analysis:
+    bench       speed against the paper's baselines and the bound, in eager, torch.compile, ONNX Runtime, OpenVINO
+    breakdown   where a MoD model's time goes, block by block
+    report      BENCHMARKS.md and Figure 3 from the bench's JSON rows
+    table       the README's parameter and MAC table
+    selection   Figure 4: how often each channel is selected
+    complexity  parameter and MAC counts (fvcore)
+    paper       the paper's numbers, transcribed once
+"""
