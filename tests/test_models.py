@@ -1,6 +1,8 @@
-"""The registered models: fidelity to the paper's tables and the timm model interface."""
+"""The registered models: fidelity to the paper's tables, the timm model interface, honest pretrained listings."""
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,12 +10,15 @@ import timm
 
 import timm_mod
 from timm_mod import MoDBlock
+from timm_mod.models import _common
+from timm_mod.models._common import hub_repo_id, mod_cfg
 from timm_mod.tools.complexity import count_gmacs, count_params_m
 from timm_mod.tools.paper import PAPER
 
 OURS = timm_mod.list_models()
 IMAGENET_RESNETS = [n for n in OURS if n.startswith('resnet') and 'cifar' not in n]
 SMALL = ['resnet18_mod', 'resnet50_mod', 'mobilenetv2_mod', 'resnet18_mod_cifar', 'vgg16_bn_mod_cifar']
+README = Path(__file__).resolve().parents[1] / 'README.md'
 
 
 def test_every_paper_model_is_registered():
@@ -155,3 +160,36 @@ def test_import_adds_little_to_import_timm():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) < 1.0
     assert out[1] == '0'
+
+
+# --- pretrained weights: listed, and with a weight source, only where published
+
+
+def test_only_published_weights_are_listed_or_have_a_weight_source():
+    tags = timm.list_models(module=list(timm_mod.MODEL_MODULES), include_tags=True)
+    assert set(timm_mod.list_models(pretrained=True)) == _common.PUBLISHED
+    assert {n for n in timm.list_pretrained() if n in tags} == _common.PUBLISHED
+    assert [n for n in tags if bool(timm.get_pretrained_cfg(n).has_weights) != (n in _common.PUBLISHED)] == []
+
+
+def test_a_cfg_names_its_hub_repo_only_once_published(monkeypatch):
+    monkeypatch.setattr(_common, 'PUBLISHED', frozenset())
+    assert not {'hf_hub_id', 'hf_hub_filename', 'url', 'file'} & set(mod_cfg('resnet75_mod'))
+    monkeypatch.setattr(_common, 'PUBLISHED', frozenset({'resnet75_mod.in1k'}))
+    cfg = mod_cfg('resnet75_mod')
+    assert (cfg['hf_hub_id'], cfg['hf_hub_filename']) == (hub_repo_id('resnet75_mod', 'in1k'), 'model.safetensors')
+    assert 'hf_hub_id' not in mod_cfg('resnet75_mod', 'c10') and 'hf_hub_id' not in mod_cfg('resnet86_mod')
+
+
+def test_readme_weights_table_lists_the_published_tags():
+    table = re.search(r'<!-- published-weights:begin -->\n(.*?)<!-- published-weights:end -->', README.read_text(),
+                      re.S)
+    assert table, 'README: no published-weights table'
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in table.group(1).splitlines()[2:]]
+    if not _common.PUBLISHED:
+        assert rows == [['none yet', '', '']]
+        return
+    listed = {row[0].strip('`'): row[1] for row in rows}
+    assert set(listed) == _common.PUBLISHED
+    for name_tag, repo in listed.items():
+        assert f'timm-mod/{name_tag}' in repo, f'README: {name_tag} is not in its repo, timm-mod/{name_tag}'

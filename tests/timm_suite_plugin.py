@@ -8,9 +8,9 @@ import pytest
 import timm_mod
 
 OURS = set(timm_mod.list_models())
-# These download each model's published weights from the Hub; no timm_mod weights are published yet (every cfg
-# names the repo they will go to), and this machine has no network. The offline loading routes are tested in
-# tests/test_hub.py through a locally laid-out Hub cache instead.
+# These download the weights of every tag in timm_mod's PUBLISHED from the Hub (they collect none while it is empty),
+# and this machine has no network. The offline loading routes are tested in tests/tools/test_hub.py through a
+# locally laid-out Hub cache instead.
 NEEDS_PUBLISHED_WEIGHTS = ('test_model_load_pretrained', 'test_model_features_pretrained')
 
 

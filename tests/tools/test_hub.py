@@ -17,15 +17,26 @@ import timm
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub import constants as hub_constants
-from timm.models import get_pretrained_cfg
-
 import timm_mod
+from timm_mod.models import _common
+from timm_mod.models._common import hub_repo_id
 from timm_mod.tools import hub
 from timm_mod.tools.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_checkpoint, read_results, render_card
 
 NAME = 'resnet18_mod_cifar'  # small and fast at 32 x 32; its default tag c10 has 10 classes
-REPO_ID = get_pretrained_cfg(f'{NAME}.c10').hf_hub_id
+REPO_ID = hub_repo_id(NAME, 'c10')  # where its weights go, published or not
 COMMIT = '0123456789abcdef0123456789abcdef01234567'
+# The start of a script run in a fresh interpreter as a release that publishes NAME.c10 would run: PUBLISHED names it
+# and its family registers again, as importing the released package does. This process's registry stays untouched.
+AS_PUBLISHED = f'''
+import importlib, warnings
+import timm, torch, timm_mod
+from timm_mod.models import _common, mod_cifar
+_common.PUBLISHED = frozenset({{'{NAME}.c10'}})
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # timm warns that each name is registered again
+    importlib.reload(mod_cifar)
+'''
 
 
 @pytest.fixture(autouse=True)
@@ -93,15 +104,26 @@ def exported(checkpoint, results_file, tmp_path_factory):
     return export(NAME, checkpoint, tmp_path_factory.mktemp('export') / 'out', ema=True, results=results_file)
 
 
+def _lay_out_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """A Hugging Face cache holding `folder` as the snapshot of `repo_id`, as huggingface_hub lays it out."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(COMMIT)
+    shutil.copytree(folder, repo / 'snapshots' / COMMIT)
+    return cache
+
+
 @pytest.fixture(scope='module')
 def hub_cache(exported, tmp_path_factory):
     """A Hugging Face cache holding the exported folder as the snapshot of REPO_ID."""
-    cache = tmp_path_factory.mktemp('hub-cache')
-    repo = cache / f"models--{REPO_ID.replace('/', '--')}"
-    (repo / 'refs').mkdir(parents=True)
-    (repo / 'refs' / 'main').write_text(COMMIT)
-    shutil.copytree(exported, repo / 'snapshots' / COMMIT)
-    return cache
+    return _lay_out_hub_cache(tmp_path_factory.mktemp('hub-cache'), REPO_ID, exported)
+
+
+def _run_as_published(script: str, hub_cache: Path, *args, **env) -> subprocess.CompletedProcess:
+    """Run AS_PUBLISHED + `script` offline, in a fresh interpreter, with `hub_cache` as the Hugging Face cache."""
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(hub_cache), **env)
+    return subprocess.run([sys.executable, '-c', AS_PUBLISHED + script, *map(str, args)], env=env,
+                          capture_output=True, text=True)
 
 
 def _inputs() -> torch.Tensor:
@@ -157,11 +179,11 @@ def test_ema_of_a_bare_state_dict_is_refused(source, tmp_path):
 # --- loading: every route gives the checkpoint's weights
 
 
-@pytest.mark.parametrize('route', ['pretrained=True', 'hf-hub', 'local-dir', 'pretrained_cfg_overlay'])
+@pytest.mark.parametrize('route', ['hf-hub', 'local-dir', 'pretrained_cfg_overlay'])
 def test_every_loading_route_reproduces_the_checkpoint(route, expected, exported, hub_cache, monkeypatch):
+    """Weights load by these routes whether or not they are published (pretrained=True: the tests below)."""
     monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(hub_cache))
     model = {
-        'pretrained=True': lambda: timm.create_model(NAME, pretrained=True),
         'hf-hub': lambda: timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True),
         'local-dir': lambda: timm.create_model(f'local-dir:{exported}', pretrained=True),
         'pretrained_cfg_overlay': lambda: timm.create_model(
@@ -170,19 +192,23 @@ def test_every_loading_route_reproduces_the_checkpoint(route, expected, exported
     assert torch.equal(_outputs(model, _inputs()), expected)
 
 
-def test_hf_hub_offline_environment_loads_from_the_cache(expected, hub_cache, tmp_path):
-    """The user's setting, HF_HUB_OFFLINE=1 and HF_HUB_CACHE in the environment, in a fresh interpreter."""
-    x = _inputs()
-    torch.save(x, tmp_path / 'x.pt')
-    script = (
-        'import sys, torch, timm, timm_mod\n'
-        'x = torch.load(sys.argv[1])\n'
-        f"names = ['{NAME}', 'hf-hub:{REPO_ID}']\n"
-        'with torch.no_grad():\n'
-        '    ys = [timm.create_model(n, pretrained=True).eval()(x) for n in names]\n'
-        'torch.save(ys, sys.argv[2])\n')
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(hub_cache))
-    subprocess.run([sys.executable, '-c', script, tmp_path / 'x.pt', tmp_path / 'y.pt'], env=env, check=True)
+def test_published_tag_is_listed_and_loads_with_pretrained_true_offline(expected, hub_cache, tmp_path):
+    """The user's setting, HF_HUB_OFFLINE=1 and HF_HUB_CACHE in the environment: a published tag is listed as
+    pretrained, its cfg names its repo, and pretrained=True (tagged or not) loads the weights without unpickling."""
+    torch.save(_inputs(), tmp_path / 'x.pt')
+    script = '''
+import json, sys
+x = torch.load(sys.argv[1])
+torch.load = None  # safetensors only from here on: any unpickling fails
+print(json.dumps([timm.list_pretrained('resnet18_mod_cifar*'), timm.is_model_pretrained('resnet18_mod_cifar'),
+                  timm.get_pretrained_cfg('resnet18_mod_cifar').hf_hub_id]))
+with torch.no_grad():
+    ys = [timm.create_model(n, pretrained=True).eval()(x) for n in ('resnet18_mod_cifar', 'resnet18_mod_cifar.c10')]
+torch.save(ys, sys.argv[2])
+'''
+    proc = _run_as_published(script, hub_cache, tmp_path / 'x.pt', tmp_path / 'y.pt')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == [[f'{NAME}.c10'], True, REPO_ID]
     assert all(torch.equal(y, expected) for y in torch.load(tmp_path / 'y.pt'))
 
 
@@ -200,12 +226,42 @@ def test_card_usage_feature_maps_and_embeddings_load(source, hub_cache, monkeypa
     assert torch.equal(_outputs(embedder, x), pooled)
 
 
-def test_missing_weights_error_names_the_repo_and_what_to_do():
-    with pytest.raises(RuntimeError) as info:
-        timm.create_model(NAME, pretrained=True)  # offline, empty cache
-    message = str(info.value)
-    assert REPO_ID in message and 'HF_HUB_OFFLINE' in message
+def test_published_tag_missing_from_the_cache_offline_names_the_repo_and_what_to_do(tmp_path):
+    script = '''
+try:
+    timm.create_model('resnet18_mod_cifar', pretrained=True)
+except RuntimeError as e:
+    print(e)
+'''
+    proc = _run_as_published(script, tmp_path / 'empty-hub-cache')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    message = proc.stdout
+    assert f"No pretrained weights for {NAME}.c10" in message and REPO_ID in message and 'HF_HUB_OFFLINE' in message
     assert 'pretrained=False' in message and 'local-dir:' in message and 'TIMM_MOD_HUB_ORG' in message
+
+
+def test_hub_org_override_moves_the_published_repo_and_the_default_export_repo(tmp_path):
+    script = '''
+from timm_mod.models._common import hub_repo_id
+print(timm.get_pretrained_cfg('resnet18_mod_cifar').hf_hub_id, hub_repo_id('resnet75_mod', 'in1k'))
+'''
+    proc = _run_as_published(script, tmp_path, TIMM_MOD_HUB_ORG='mirror-org')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [f'mirror-org/{NAME}.c10', 'mirror-org/resnet75_mod.in1k']
+
+
+def test_unpublished_tag_with_pretrained_true_fails_at_once_saying_what_to_do(monkeypatch):
+    assert f'{NAME}.c10' not in _common.PUBLISHED
+
+    def build(*args, **kwargs):
+        raise AssertionError('a model was built, or weights looked up, for weights that are not published')
+    monkeypatch.setattr(_common, 'build_model_with_cfg', build)
+    with pytest.raises(RuntimeError) as info:
+        timm.create_model(NAME, pretrained=True)
+    message = str(info.value)
+    assert f'No pretrained weights are published for {NAME}.c10' in message
+    for way_out in ('pretrained=False', "'local-dir:DIR'", "'hf-hub:ORG/REPO'", "pretrained_cfg_overlay=dict(file="):
+        assert way_out in message
 
 
 def test_loading_never_unpickles(exported, hub_cache, monkeypatch):
@@ -213,7 +269,6 @@ def test_loading_never_unpickles(exported, hub_cache, monkeypatch):
         raise AssertionError('torch.load called')
     monkeypatch.setattr(torch, 'load', refuse)
     monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(hub_cache))
-    timm.create_model(NAME, pretrained=True)
     timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True)
     timm.create_model(f'local-dir:{exported}', pretrained=True)
     timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(exported / 'model.safetensors')))

@@ -1,6 +1,6 @@
 """Settings shared by the timm_mod model families."""
 import os
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict, FrozenSet, Optional, Type, TypeVar
 
 import torch.nn as nn
 from huggingface_hub import constants as hub_constants
@@ -15,10 +15,15 @@ from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from ..convert import mod
 
-__all__ = ['HUB_ORG', 'PAPER_ID', 'WEIGHTS_FILE', 'MoDModelMixin', 'hf_hub_id', 'mod_cfg', 'build_mod_model']
+__all__ = [
+    'HUB_ORG', 'PAPER_ID', 'PUBLISHED', 'WEIGHTS_FILE', 'MoDModelMixin', 'hub_repo_id', 'mod_cfg', 'build_mod_model']
 
 # The Hugging Face organisation that hosts timm_mod weights, set once here; TIMM_MOD_HUB_ORG overrides it.
 HUB_ORG = os.environ.get('TIMM_MOD_HUB_ORG', 'timm-mod')
+# The `name.tag`s whose weights are published in HUB_ORG, the one list a release updates when it publishes a repo
+# (and the README's "Pretrained weights" table with it; a test checks the two agree). Only these cfgs carry a weight
+# source, since timm lists every cfg with one as pretrained.
+PUBLISHED: FrozenSet[str] = frozenset()
 PAPER_ID = 'arXiv:2409.17016'
 # The one weight file of a timm_mod Hub repo (`python -m timm_mod.tools.hub export` writes no pickle)
 WEIGHTS_FILE = 'model.safetensors'
@@ -53,19 +58,26 @@ class MoDModelMixin:
             routing=mod_routing)
 
 
-def hf_hub_id(name: str, tag: str) -> str:
-    """Hub repo id of one pretrained tag, e.g. 'timm-mod/resnet75_mod.in1k'."""
+def hub_repo_id(name: str, tag: str) -> str:
+    """The Hub repo that holds, or once published will hold, the weights of `name.tag`: 'timm-mod/resnet75_mod.in1k'.
+
+    `python -m timm_mod.tools.hub export` / `publish` default to it; the cfg names it only once it is in PUBLISHED.
+    """
     return f'{HUB_ORG}/{name}.{tag}'
 
 
 def mod_cfg(name: str, tag: str = 'in1k', **kwargs) -> Dict[str, Any]:
     """Pretrained cfg of one `name.tag`, ImageNet-1k defaults (as timm's ResNet `_cfg`) unless overridden.
 
-    `hf_hub_filename` makes timm fetch the safetensors file directly: without it timm falls back to looking for a
-    pickled pytorch_model.bin, which our repos never hold, and a missing repo is looked up twice.
+    Only a published `name.tag` gets a weight source, its Hub repo. `hf_hub_filename` makes timm fetch the
+    safetensors file directly: without it timm falls back to looking for a pickled pytorch_model.bin, which our repos
+    never hold, and a missing repo is looked up twice.
     """
+    source = {}
+    if f'{name}.{tag}' in PUBLISHED:
+        source = {'hf_hub_id': hub_repo_id(name, tag), 'hf_hub_filename': WEIGHTS_FILE}
     return {
-        'hf_hub_id': hf_hub_id(name, tag), 'hf_hub_filename': WEIGHTS_FILE,
+        **source,
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bilinear',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
@@ -93,10 +105,12 @@ def build_mod_model(
         pretrained: bool = False,
         **kwargs,
 ) -> ModelT:
-    """timm's `build_model_with_cfg`, with an error naming the Hub repo when pretrained weights cannot be found.
+    """timm's `build_model_with_cfg`, failing with what to do when pretrained weights are unpublished or not found.
 
+    Without a weight source timm would log a warning and return a randomly initialised model, which a user who asked
+    for pretrained=True can easily miss; so an unpublished `name.tag` fails at once, before anything is built.
     huggingface_hub's own errors do not say which repo was looked up (offline it only says that "the requested
-    files" are not in the cache), and no timm_mod weights exist until they are published.
+    files" are not in the cache), so a published repo that cannot be fetched fails naming it.
 
     Args:
         model_cls: Model class.
@@ -104,16 +118,22 @@ def build_mod_model(
         pretrained: Load pretrained weights.
         **kwargs: `build_model_with_cfg` arguments (pretrained_cfg, feature_cfg, ...) and model arguments.
     """
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    name = f'{cfg.architecture}.{cfg.tag}' if cfg.tag else variant
+    load_instead = (
+        f"Use pretrained=False for random init, or load weights you have: timm.create_model('local-dir:DIR', "
+        f"pretrained=True) for an exported folder, 'hf-hub:ORG/REPO' for a Hub repo (config.json rebuilds the "
+        f"model), or pretrained_cfg_overlay=dict(file='DIR/{WEIGHTS_FILE}').")
+    if pretrained and not (cfg.has_weights or cfg.state_dict):
+        published = ', '.join(sorted(PUBLISHED)) or 'none yet'
+        raise RuntimeError(
+            f"No pretrained weights are published for {name} (timm_mod's published weights: {published}; see "
+            f"'Pretrained weights' in its README). {load_instead}")
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as e:
-        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-        name = f'{cfg.architecture}.{cfg.tag}' if cfg.tag else variant
         raise RuntimeError(
             f"No pretrained weights for {name}: {_missing_weights_reason(e)} (Hugging Face Hub repo "
-            f"'{cfg.hf_hub_id}', cache {hub_constants.HF_HUB_CACHE}). Only the repos listed under 'Pretrained "
-            f"weights' in timm_mod's README hold weights. Use pretrained=False for random init, load an exported "
-            f"folder with timm.create_model('local-dir:DIR') or "
-            f"pretrained_cfg_overlay=dict(file='DIR/{WEIGHTS_FILE}'), or set TIMM_MOD_HUB_ORG to the organisation "
-            f"that hosts the weights (now '{HUB_ORG}')."
+            f"'{cfg.hf_hub_id}', cache {hub_constants.HF_HUB_CACHE}). {load_instead} TIMM_MOD_HUB_ORG sets the "
+            f"organisation that hosts timm_mod's weights (now '{HUB_ORG}')."
         ) from e

@@ -26,11 +26,12 @@ import torch.nn as nn
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from timm.data import resolve_data_config
-from timm.models import clean_state_dict, get_pretrained_cfg, list_pretrained, save_for_hf, split_model_name_tag
+from timm.models import (
+    clean_state_dict, get_arch_pretrained_cfgs, get_pretrained_cfg, save_for_hf, split_model_name_tag)
 from timm.utils import ParseKwargs
 
 from ..models import MODEL_MODULES, list_models
-from ..models._common import WEIGHTS_FILE
+from ..models._common import WEIGHTS_FILE, hub_repo_id
 from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
@@ -262,7 +263,9 @@ def _resolve_cfg(model_name: str) -> Dict[str, Any]:
     try:
         return get_pretrained_cfg(model_name).to_dict()
     except RuntimeError as e:
-        raise HubError(f'unknown tag {tag!r} for {name}, known: {", ".join(list_pretrained(name))}') from e
+        # every registered tag, with or without published weights: exporting is how weights come to exist
+        known = ', '.join(get_arch_pretrained_cfgs(name))
+        raise HubError(f'unknown tag {tag!r} for {name}, known: {known}') from e
 
 
 def _load_kwargs(state_dict: Dict[str, torch.Tensor], cfg: Dict[str, Any]) -> Dict[str, int]:
@@ -374,7 +377,8 @@ def export(
         out: Folder to create; an existing non-empty one is replaced only with `force`.
         ema: Export the EMA weights.
         results: validate.py results file of these weights, for the card's measured top-1 / top-5.
-        repo_id: Hub repo the card's usage names; default the tag's registered hf_hub_id.
+        repo_id: Hub repo the card's usage names; default the tag's own repo (`hub_repo_id`), where
+            ``pretrained=True`` looks once the tag is published.
         dataset: Hub dataset id of the training data, for the card; default from the tag.
         model_kwargs: Constructor arguments beyond those recorded in the checkpoint's train.py args.
         force: Replace a non-empty `out`.
@@ -393,7 +397,7 @@ def export(
     name, tag = cfg['architecture'], cfg['tag']
     out = Path(out)
     _check_out(out, force)
-    repo_id = repo_id or cfg['hf_hub_id']
+    repo_id = repo_id or hub_repo_id(name, tag)
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -419,7 +423,7 @@ def export(
     model = timm.create_model(f'{name}.{tag}', pretrained_cfg_overlay=overlay, **kwargs)
     _load_strict(model, state_dict, Path(checkpoint), name)
     model.eval()
-    registry_name = f'{name}.{tag}' if repo_id == cfg['hf_hub_id'] else None
+    registry_name = f'{name}.{tag}' if repo_id == hub_repo_id(name, tag) else None
     if registry_name:  # the round trip checks the rest; these differences are cheap to see now
         differs = dict(overlay)
         if kwargs.get('num_classes', cfg['num_classes']) != cfg['num_classes']:
@@ -496,8 +500,8 @@ def _parser() -> argparse.ArgumentParser:
              "into the card's Results and model-index; without it the card claims no measured accuracy")
     common.add_argument(
         '--repo-id', metavar='ORG/NAME.TAG',
-        help='Hub repo the card names and publish uploads to (default: the registered hf_hub_id, e.g. '
-             'timm-mod/resnet75_mod.in1k, where pretrained=True looks)')
+        help='Hub repo the card names and publish uploads to (default: the tag\'s own repo, e.g. '
+             'timm-mod/resnet75_mod.in1k, where pretrained=True looks once the tag is published)')
     common.add_argument(
         '--dataset', metavar='ID',
         help='Hub dataset id of the training data, for the card (default from the tag: in1k imagenet-1k, '
@@ -527,7 +531,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     _logger.setLevel(logging.INFO)  # our progress lines, not timm's loading chatter
     uploading = args.command == 'publish' and not args.dry_run
     try:
-        repo_id = args.repo_id or _resolve_cfg(args.model)['hf_hub_id']
+        cfg = _resolve_cfg(args.model)
+        repo_id = args.repo_id or hub_repo_id(cfg['architecture'], cfg['tag'])
         if uploading and not get_token():  # before the export, which can take minutes
             raise HubError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass --dry-run)')
         out = export(
