@@ -1,22 +1,29 @@
-"""./train.sh and its launcher: the command each preset builds, the digits data, bad input, and real train.py runs.
+"""./train.sh and its launcher: the command each preset builds, the digits data, timm's dataset sources, bad input,
+and real train.py runs.
 
 The real runs use timm's own train.py wherever one is found without a download ($TIMM_TRAIN_PY, or the cached
-checkout in ~/.cache/timm_mod/pytorch-image-models) and are skipped, saying so, elsewhere.
+checkout in ~/.cache/timm_mod/pytorch-image-models) and are skipped, saying so, elsewhere. Nothing reaches the
+network: the Hugging Face datasets are read offline from a datasets cache the tests write as a download leaves it.
 """
 import csv
+import io
+import json
 import math
 import os
+import tarfile
 import shlex
 import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
+import datasets
 import pytest
 import torch
 import yaml
+from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 import timm_mod.tools.run as tm_run
@@ -49,6 +56,88 @@ def _image_folder(root: Path, splits=('train', 'val'), per_class: Dict[str, int]
     return root
 
 
+def _dark_and_bright(n: int, seed: int = 0) -> List[Tuple[bytes, int]]:
+    """n 32 px PNG images alternating dark (class 0) and bright (class 1), as (bytes, class)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        base = 40 if i % 2 == 0 else 200
+        pixels = (base + torch.randint(-30, 30, (32, 32, 3), generator=gen)).clamp(0, 255).to(torch.uint8)
+        png = io.BytesIO()
+        Image.fromarray(pixels.numpy()).save(png, format='PNG')
+        samples.append((png.getvalue(), i % 2))
+    return samples
+
+
+def _hf_dataset(root: Path, repo_id: str, image: str = 'image', label: str = 'label',
+                sizes: Dict[str, int] = None) -> Tuple[Path, Path]:
+    """A small Hugging Face dataset, as a local folder of parquet files and in a datasets cache.
+
+    The cache holds it as downloading `repo_id` from the Hub leaves it (ORG___NAME/default/0.0.0/HASH/, Arrow files
+    and dataset_info.json), which is where datasets reads a Hub dataset from offline. A column named 'label' is a
+    ClassLabel (dark, bright); any other label column holds plain integers, as the 'cls' of webdataset-style
+    datasets such as timm/imagenet-1k-wds.
+
+    Returns:
+        The datasets cache and the local folder.
+    """
+    name = repo_id.split('/')[-1]
+    folder = root / 'local' / name  # its name names the cached Arrow files, which the Hub id must match
+    label_feature = datasets.ClassLabel(names=['dark', 'bright']) if label == 'label' else datasets.Value('int64')
+    features = datasets.Features({image: datasets.Image(), label: label_feature})
+    for split, n in (sizes or {'train': 32, 'validation': 16}).items():
+        samples = _dark_and_bright(n)
+        rows = {image: [{'bytes': png, 'path': None} for png, _ in samples], label: [c for _, c in samples]}
+        (folder / 'data').mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(folder / 'data' / f'{split}-00000.parquet')
+    cache = root / 'datasets-cache'
+    datasets.load_dataset(str(folder), cache_dir=str(cache))  # prepared into the cache, as a download would be
+    (cache / name).rename(cache / repo_id.replace('/', '___'))
+    return cache, folder
+
+
+def _wds_shards(root: Path, splits: Dict[str, Tuple[int, int]] = None, info: bool = True) -> Path:
+    """WebDataset shards of dark and bright images (NAME.png, NAME.cls) and, with `info`, the _info.json of timm's
+    wds reader; `splits` maps a split to its number of shards and samples per shard."""
+    root.mkdir(parents=True)
+    listed = {}
+    for split, (shards, per_shard) in (splits or {'train': (2, 16), 'validation': (1, 16)}).items():
+        names = [f'tiny-{split}-{i:04d}.tar' for i in range(shards)]
+        for i, shard in enumerate(names):
+            with tarfile.open(root / shard, 'w') as tar:
+                for j, (png, cls) in enumerate(_dark_and_bright(per_shard, seed=i)):
+                    for ext, data in (('png', png), ('cls', str(cls).encode())):
+                        member = tarfile.TarInfo(f'{split}-{i:04d}-{j:04d}.{ext}')
+                        member.size = len(data)
+                        tar.addfile(member, io.BytesIO(data))
+        listed[split] = dict(name=split, num_samples=shards * per_shard, filenames=names,
+                             shard_lengths=[per_shard] * shards)
+    if info:
+        (root / '_info.json').write_text(json.dumps(dict(name='tiny', splits=listed)))
+    return root
+
+
+@pytest.fixture(scope='module')
+def imagenet_hf_cache(tmp_path_factory) -> Path:
+    """A datasets cache holding a tiny stand-in for timm/imagenet-1k-wds, with its columns (jpg, cls) and splits."""
+    return _hf_dataset(tmp_path_factory.mktemp('in1k'), 'timm/imagenet-1k-wds', image='jpg', label='cls',
+                       sizes={'train': 4, 'validation': 2})[0]
+
+
+@pytest.fixture(scope='module')
+def tiny_hf(tmp_path_factory) -> Tuple[Path, Path]:
+    """The datasets cache and local folder of someone/tiny: image, label (ClassLabel of 2), train and validation."""
+    return _hf_dataset(tmp_path_factory.mktemp('tiny'), 'someone/tiny', sizes={'train': 4, 'validation': 2})
+
+
+@pytest.fixture
+def hf_offline(monkeypatch, tmp_path):
+    """huggingface_hub and datasets offline (as HF_HUB_OFFLINE=1 sets them), with an empty default datasets cache."""
+    monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', tmp_path / 'empty-datasets-cache')
+
+
 @pytest.fixture
 def launch_env(monkeypatch, tmp_path):
     """A clean launch environment on a CPU machine, a stand-in train.py, a private cache and output folder."""
@@ -69,6 +158,11 @@ def _fails(argv: List[str], capsys) -> str:
         main(argv)
     assert e.value.code == 2
     return capsys.readouterr().err
+
+
+def _refused(argv: List[str], capsys) -> str:
+    """`_fails` as a dry run: a launcher that wrongly accepts `argv` prints its command instead of starting train.py."""
+    return _fails(argv + ['--dry-run'], capsys)
 
 
 # --- the command of each preset ---------------------------------------------------------------------------------
@@ -121,6 +215,66 @@ def test_folder_dry_run_counts_classes_and_finds_validation(launch_env):
     assert (_flag(cmd, '--data-dir'), _flag(cmd, '--val-split'), _flag(cmd, '--num-classes')) == (
         str(data), 'validation', '2')
     assert _flag(cmd, '--experiment').startswith('flowers-resnet18_mod-')
+
+
+# --- timm's dataset sources ---------------------------------------------------------------------------------------
+
+PAPERS_RECIPE = {'--epochs': '100', '--sched': 'step', '--decay-epochs': '30', '--weight-decay': '1e-4',
+                 '--img-size': '224', '--batch-size': '256', '--lr-base': '0.1', '--opt': 'momentum'}
+
+
+@pytest.mark.parametrize('scheme', ['hfds', 'hfids'])
+def test_imagenet_from_the_hub_takes_the_papers_recipe_imagenets_splits_and_the_datasets_columns(
+        launch_env, hf_offline, imagenet_hf_cache, scheme):
+    source = f'{scheme}/timm/imagenet-1k-wds'
+    cmd = build_command('imagenet', 'resnet86_mod', ['--dataset', source, '--data-dir', str(imagenet_hf_cache)],
+                        dry_run=True)
+    assert {k: _flag(cmd, k) for k in PAPERS_RECIPE} == PAPERS_RECIPE
+    data = ('--dataset', '--data-dir', '--train-split', '--val-split', '--input-key', '--target-key', '--num-classes')
+    assert [_flag(cmd, k) for k in data] == [
+        source, str(imagenet_hf_cache), 'train', 'validation', 'jpg', 'cls', '1000']
+    assert _flag(cmd, '--experiment').startswith('imagenet-resnet86_mod-')
+
+
+def test_imagenet_from_webdataset_shards_in_data_dir(launch_env, monkeypatch):
+    shards = _wds_shards(launch_env / 'imagenet-1k-wds')
+    monkeypatch.setenv('DATA_DIR', str(shards))
+    cmd = build_command('imagenet', 'resnet86_mod', ['--dataset', 'wds/imagenet-1k'], dry_run=True)
+    assert {k: _flag(cmd, k) for k in PAPERS_RECIPE} == PAPERS_RECIPE
+    assert [_flag(cmd, k) for k in ('--dataset', '--data-dir', '--train-split', '--val-split', '--num-classes')] == [
+        'wds/imagenet-1k', str(shards), 'train', 'validation', '1000']
+    assert '--input-key' not in cmd  # timm's wds reader finds the image by extension and the label in .cls
+
+
+def test_folder_preset_reads_a_hugging_face_dataset_and_its_classes_from_the_cache(launch_env, hf_offline, tiny_hf):
+    cache, _ = tiny_hf
+    cmd = build_command(str(cache), 'resnet18_mod', ['--dataset', 'hfds/someone/tiny'], dry_run=True)
+    data = ('--data-dir', '--train-split', '--val-split', '--input-key', '--target-key', '--num-classes')
+    assert [_flag(cmd, k) for k in data] == [str(cache), 'train', 'validation', 'image', 'label', '2']
+    assert _flag(cmd, '--epochs') == '100'  # the imagenet recipe
+    assert _flag(cmd, '--experiment').startswith(f'{cache.name}-resnet18_mod-')
+
+
+def test_folder_preset_validates_on_the_split_webdataset_shards_have(launch_env):
+    shards = _wds_shards(launch_env / 'flowers', splits={'train': (1, 4), 'val': (1, 2)})
+    cmd = build_command(str(shards), 'resnet18_mod', ['--dataset', 'wds/flowers', '--num-classes', '2'], dry_run=True)
+    assert (_flag(cmd, '--data-dir'), _flag(cmd, '--val-split'), _flag(cmd, '--num-classes')) == (
+        str(shards), 'val', '2')
+
+
+def test_a_local_hugging_face_folder_is_read_by_path(launch_env, tiny_hf):
+    _, folder = tiny_hf
+    cmd = build_command('imagenet', 'resnet18_mod', ['--dataset', f'hfds/{folder}'], dry_run=True)
+    assert (_flag(cmd, '--train-split'), _flag(cmd, '--val-split')) == ('train', 'validation')
+
+
+def test_train_sh_help_explains_every_dataset_source():
+    out = subprocess.run([str(TRAIN_SH), '--help'], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHON=sys.executable)).stdout
+    for word in ('hfds/NAME', 'hfids/NAME', 'wds/NAME', 'tfds/NAME', '_info.json', 'HF_HUB_OFFLINE', '--train-split',
+                 '--val-split', '--input-key', '--target-key', 'pip install datasets', 'pip install webdataset',
+                 'pip install tensorflow tensorflow-datasets', 'hfids/timm/imagenet-1k-wds'):
+        assert word in out
 
 
 def test_extra_arguments_come_last_and_override_the_preset(launch_env):
@@ -196,7 +350,70 @@ def test_folder_without_train_or_validation_is_refused(launch_env, capsys):
 
 
 def test_imagenet_without_data_dir_is_refused(launch_env, capsys):
-    assert 'set DATA_DIR (or pass --data-dir)' in _fails(['imagenet', 'resnet86_mod'], capsys)
+    err = _refused(['imagenet', 'resnet86_mod'], capsys)
+    assert 'set DATA_DIR (or pass --data-dir)' in err and '--dataset hfids/timm/imagenet-1k-wds' in err
+
+
+@pytest.mark.parametrize('scheme,module,fix', [
+    ('hfds', 'datasets', 'pip install datasets'),
+    ('hfids', 'datasets', 'pip install datasets'),
+    ('wds', 'webdataset', 'pip install webdataset'),
+    ('tfds', 'tensorflow_datasets', 'pip install tensorflow tensorflow-datasets'),
+])
+def test_source_without_its_package_names_the_install(launch_env, monkeypatch, capsys, scheme, module, fix):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setitem(sys.modules, 'tensorflow', None)
+    (launch_env / 'shards').mkdir()
+    err = _refused(['imagenet', 'resnet86_mod', '--dataset', f'{scheme}/imagenet', '--data-dir', 'shards'], capsys)
+    assert fix in err
+    assert not (launch_env / 'output').exists()
+
+
+def test_hub_dataset_offline_and_not_cached_is_refused_saying_what_to_do(launch_env, hf_offline, capsys):
+    err = _refused(['imagenet', 'resnet86_mod', '--dataset', 'hfds/timm/imagenet-1k-wds'], capsys)
+    assert 'HF_HUB_OFFLINE is set and timm/imagenet-1k-wds is not in the datasets cache' in err
+    assert str(datasets.config.HF_DATASETS_CACHE) in err and '--data-dir' in err
+
+
+def test_source_split_or_column_it_does_not_have_is_refused(launch_env, hf_offline, tiny_hf, capsys):
+    base = [str(tiny_hf[0]), 'resnet18_mod', '--dataset', 'hfds/someone/tiny']
+    assert "has no split 'test' (it has train, validation)" in _refused(base + ['--val-split', 'test'], capsys)
+    assert "has no column 'labels' for --target-key (it has image, label)" in _refused(
+        base + ['--target-key', 'labels'], capsys)
+
+
+def test_streamed_source_without_split_sizes_needs_them_given(launch_env, tiny_hf, capsys):
+    source = f'hfids/{tiny_hf[1]}'  # a local folder: its files are known, their sizes are not
+    assert 'pass --train-num-samples N' in _refused(['imagenet', 'resnet18_mod', '--dataset', source], capsys)
+    cmd = build_command('imagenet', 'resnet18_mod', ['--dataset', source, '--train-num-samples', '4',
+                                                     '--val-num-samples', '2'], dry_run=True)
+    assert _flag(cmd, '--train-num-samples') == '4'
+
+
+def test_webdataset_folder_problems_are_refused_before_any_work(launch_env, capsys):
+    run = ['imagenet', 'resnet86_mod', '--dataset', 'wds/imagenet-1k']
+    assert 'wds/imagenet-1k reads its shards from --data-dir' in _refused(run, capsys)
+    (launch_env / 'empty').mkdir()
+    assert f'no .tar shards in {launch_env / "empty"}' in _refused(run + ['--data-dir', 'empty'], capsys)
+    no_info = _wds_shards(launch_env / 'no-info', info=False)
+    assert 'no _info.json or info.json in' in _refused(run + ['--data-dir', str(no_info)], capsys)
+    shards = _wds_shards(launch_env / 'shards')
+    (shards / 'tiny-train-0001.tar').unlink()
+    err = _refused(run + ['--data-dir', str(shards)], capsys)
+    assert f"1 of the 2 shards of split 'train' are not in {shards} (first: tiny-train-0001.tar)" in err
+    assert not (launch_env / 'output').exists()
+
+
+def test_folder_source_without_a_class_count_needs_num_classes(launch_env, capsys):
+    shards = _wds_shards(launch_env / 'flowers')
+    err = _refused([str(shards), 'resnet18_mod', '--dataset', 'wds/flowers'], capsys)
+    assert 'wds/flowers does not say how many classes it has: pass --num-classes N' in err
+
+
+def test_source_for_a_preset_with_its_own_data_or_an_unknown_scheme_is_refused(launch_env, capsys):
+    assert 'the cifar10 preset reads its own data' in _refused(
+        ['cifar10', 'resnet18_mod_cifar', '--dataset', 'hfds/cifar10'], capsys)
+    assert "not one of timm's dataset sources" in _refused(['imagenet', 'resnet86_mod', '--dataset', 'foo/bar'], capsys)
 
 
 def test_unknown_model_names_the_nearest(launch_env, capsys):
@@ -384,3 +601,39 @@ def test_real_run_killed_after_first_epoch_resumes_to_the_end(real_run):
     assert [row['epoch'] for row in rows] == ['1']
     assert float(rows[0]['lr']) == pytest.approx(float(_summary(killed)[0]['lr']) * 0.1)
     assert (killed / 'last.pth.tar').is_file()  # the interrupted run's folder is left as it was
+
+
+def _run_train_sh(args: List[str], tmp_path: Path, **env) -> Tuple[Path, Dict]:
+    """Run ./train.sh with timm's real train.py, offline, for one epoch of batch 8 at 32 px; return its run folder
+    and train.py's recorded arguments."""
+    env = dict({k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}, PYTHON=sys.executable,
+               TIMM_TRAIN_PY=str(_real_train_py()), HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf-home'), **env)
+    out = tmp_path / 'out'
+    cmd = [str(TRAIN_SH), *args, '--img-size', '32', '-b', '8', '--epochs', '1', '--log-interval', '1',
+           '--output', str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = out.iterdir()
+    return run_dir, yaml.safe_load((run_dir / 'args.yaml').read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('scheme', ['hfds', 'hfids'])
+def test_real_run_on_a_hugging_face_dataset_offline(tmp_path, scheme):
+    cache, _ = _hf_dataset(tmp_path, 'someone/tiny')
+    run_dir, args = _run_train_sh([str(cache), 'resnet18_mod', '--dataset', f'{scheme}/someone/tiny'], tmp_path)
+    assert (args['dataset'], args['data_dir'], args['train_split'], args['val_split'], args['num_classes']) == (
+        f'{scheme}/someone/tiny', str(cache), 'train', 'validation', 2)
+    [row] = _summary(run_dir)
+    assert row['epoch'] == '0' and 0 <= float(row['eval_top1']) <= 100 and (run_dir / 'last.pth.tar').is_file()
+
+
+@pytest.mark.slow
+def test_real_run_on_webdataset_shards(tmp_path):
+    shards = _wds_shards(tmp_path / 'tiny-wds')
+    run_dir, args = _run_train_sh([str(shards), 'resnet18_mod', '--dataset', 'wds/tiny', '--num-classes', '2'],
+                                  tmp_path)
+    assert (args['dataset'], args['data_dir'], args['val_split'], args['num_classes']) == (
+        'wds/tiny', str(shards), 'validation', 2)
+    [row] = _summary(run_dir)
+    assert row['epoch'] == '0' and 0 <= float(row['eval_top1']) <= 100 and (run_dir / 'last.pth.tar').is_file()

@@ -3,22 +3,42 @@
     ./train.sh DATASET MODEL [train.py arguments ...]
     python -m timm_mod.tools.train DATASET MODEL [train.py arguments ...]
 
-DATASET is a preset (below) or the path of an ImageFolder root holding train/ and val/ (or validation/). The
-arguments after MODEL go to train.py last, so they override the preset (--epochs 30, --lr 0.2, ...). A preset's
-batch is global, split over the processes; -b/--batch-size keeps train.py's meaning, the batch of one process. The
-learning rate follows the real global batch linearly (train.py's --lr-base rule) unless --lr is given.
+DATASET is a preset (below) or the path of an ImageFolder root holding train/ and val/ (or validation/); imagenet
+and PATH also read timm's dataset sources (below): the Hugging Face Hub, WebDataset shards, TFDS. The arguments
+after MODEL go to train.py last, so they override the preset (--epochs 30, --lr 0.2, ...). A preset's batch is
+global, split over the processes; -b/--batch-size keeps train.py's meaning, the batch of one process. The learning
+rate follows the real global batch linearly (train.py's --lr-base rule) unless --lr is given.
 
 presets:
   imagenet   the paper's recipe (Appendix A.1): 100 epochs, SGD momentum 0.9, lr 0.1 per 256 images of global
              batch, x0.1 every 30 epochs, weight decay 1e-4, random-resized-crop + flip at 224 px, no warm-up,
-             no label smoothing, no EMA. Data: $DATA_DIR or --data-dir, an ImageFolder with train/ and val/.
+             no label smoothing, no EMA. Data: $DATA_DIR or --data-dir, an ImageFolder with train/ and val/, or
+             a source: --dataset hfids/timm/imagenet-1k-wds streams it from the Hugging Face Hub.
   cifar10    the standard CIFAR ResNet recipe (the paper gives none): 200 epochs, SGD momentum 0.9, lr 0.1 per
   cifar100   128 images, cosine, weight decay 5e-4, crop + flip at 32 px. Data: timm's torchvision datasets,
              downloaded on first use into $DATA_DIR (default: <cache>/data).
   digits     the quick start: scikit-learn's 1,797 handwritten digits, written once as a 32 px ImageFolder into
              <cache>/digits; 10 epochs, batch 64, SGD lr 0.1 cosine. A 2-core CPU trains resnet18_mod to ~99 %
              in under a minute.
-  PATH       your ImageFolder, with the imagenet recipe (override what does not fit, e.g. --epochs, --img-size).
+  PATH       your ImageFolder, with the imagenet recipe (override what does not fit, e.g. --epochs, --img-size);
+             with --dataset SCHEME/NAME, the folder that source reads from (its --data-dir).
+
+dataset sources (train.py's own --dataset, read by timm's readers; for imagenet and PATH):
+  --dataset hfds/NAME   a Hugging Face dataset (a Hub id such as timm/imagenet-1k-wds, or a local folder),
+                        downloaded and prepared once into the datasets cache (--data-dir; default HF's), then read
+                        by index. Needs: pip install datasets
+  --dataset hfids/NAME  the same datasets streamed from the Hub shard by shard, stored nowhere; the split sizes come
+                        from the dataset card (else --train-num-samples, --val-num-samples). Needs: datasets
+  --dataset wds/NAME    WebDataset .tar shards in --data-dir (or PATH) and their _info.json, which lists each
+                        split's shards and size, as timm's Hub datasets ship it. Needs: pip install webdataset
+  --dataset tfds/NAME   a TensorFlow Datasets dataset in --data-dir; --dataset-download prepares it.
+                        Needs: pip install tensorflow tensorflow-datasets
+  Splits: imagenet uses train and validation, ImageNet's names in timm/imagenet-1k-wds, ILSVRC/imagenet-1k and
+  TFDS imagenet2012; PATH uses train and the first of validation, val, valid, test the source has. The image and
+  label columns (--input-key, --target-key; jpg and cls for timm/imagenet-1k-wds) and, for PATH, the number of
+  classes come from the dataset's features where it has them (else pass --num-classes). Every part is checked
+  before anything runs, dry runs included: the package, the Hub (offline, HF_HUB_OFFLINE=1: the datasets cache),
+  the split names and sizes, the shards. --train-split, --val-split, --input-key, --target-key override.
 
 environment:
   NPROC        processes per node (default: the GPUs present, else 1); more than one runs torchrun
@@ -26,7 +46,7 @@ environment:
                span nodes: run the same command on every node. In a SLURM allocation (one ./train.sh per node,
                srun --ntasks-per-node=1) they default to SLURM_JOB_NUM_NODES, SLURM_NODEID and the first host
                of SLURM_JOB_NODELIST
-  DATA_DIR     data root of the imagenet and cifar presets
+  DATA_DIR     data root of the imagenet and cifar presets (with --dataset, the source's --data-dir)
   RESUME=1     same as --resume
   DRY_RUN=1    same as --dry-run
   TIMM_TRAIN_PY, TIMM_MOD_CACHE
@@ -56,11 +76,15 @@ from timm.models import parse_model_name, safe_model_name
 
 from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
+from .sources import SCHEMES, SourceError, check_keys, check_split, inspect_source
 
 __all__ = ['Preset', 'PRESETS', 'Topology', 'UsageError', 'build_command', 'write_digits', 'main']
 
 CIFAR_MEAN_STD = {'cifar10': (CIFAR10_MEAN, CIFAR10_STD), 'cifar100': (CIFAR100_MEAN, CIFAR100_STD)}
 VAL_FOLDERS = ('val', 'validation')
+# ImageNet-1k's split names in every source timm reads: timm/imagenet-1k-wds (hfds, hfids, and its shards with wds),
+# ILSVRC/imagenet-1k, TFDS imagenet2012
+IMAGENET_SPLITS = ('train', 'validation')
 DIGITS_SIZE = 32
 DIGITS_VAL_EVERY = 5  # the 1st, 6th, 11th, ... image of each class (in scikit-learn's order) is validation
 
@@ -266,12 +290,53 @@ def write_digits(root: Path) -> Path:
     return root
 
 
+def _source_args(source: str, data_dir: Optional[str], extras: Sequence[str], imagenet: bool) -> List[str]:
+    """train.py data arguments of a timm dataset source (hfds/, hfids/, wds/, tfds/), checked before the run.
+
+    The splits are ImageNet's (train, validation) for `imagenet`, else train and the source's validation split; the
+    image and label columns, and the number of classes of a dataset that is not ImageNet, are the source's own where
+    it says. --train-split, --val-split, --input-key, --target-key and --num-classes in `extras` win.
+    """
+    try:
+        info = inspect_source(source, data_dir, download='--dataset-download' in extras)
+        train = _last_value(extras, '--train-split') or 'train'
+        val = _last_value(extras, '--val-split') or (IMAGENET_SPLITS[1] if imagenet else info.eval_split())
+        check_split(info, train, training=True, size_given=_last_value(extras, '--train-num-samples') is not None)
+        check_split(info, val, training=False, size_given=_last_value(extras, '--val-num-samples') is not None)
+        input_key = _last_value(extras, '--input-key') or info.input_key
+        target_key = _last_value(extras, '--target-key') or info.target_key
+        check_keys(info, input_key, target_key)
+    except SourceError as e:
+        raise UsageError(str(e)) from None
+    if source.partition('/')[0].lower() in ('hfds', 'hfids') and not info.columns and not (input_key and target_key):
+        print(f'timm_mod: note: {source} does not list its columns before its data is read; train.py takes images '
+              f'from \'image\' and labels from \'label\' unless --input-key / --target-key say otherwise',
+              file=sys.stderr)
+    num_classes = 1000 if imagenet else info.num_classes
+    if num_classes is None and _last_value(extras, '--num-classes') is None:
+        raise UsageError(f'{source} does not say how many classes it has: pass --num-classes N')
+    args = ['--dataset', source, *(['--data-dir', data_dir] if data_dir else []), '--train-split', train,
+            '--val-split', val]
+    args += ['--input-key', input_key] if input_key else []
+    args += ['--target-key', target_key] if target_key else []
+    return args + (['--num-classes', str(num_classes)] if num_classes else [])
+
+
 def _dataset(dataset: str, extras: Sequence[str], env: Mapping[str, str]) -> Tuple[str, Preset, List[str]]:
-    """The run name of the data, its recipe and train.py's data arguments; checks folders, writes nothing."""
+    """The run name of the data, its recipe and train.py's data arguments; checks the data, writes nothing."""
     data_dir = _last_value(extras, '--data-dir') or env.get('DATA_DIR') or None
+    source = _last_value(extras, '--dataset') or None
+    if source and dataset in PRESETS and dataset != 'imagenet':
+        raise UsageError(f'--dataset {source}: the {dataset} preset reads its own data; timm\'s dataset sources go '
+                         f'with the imagenet preset or a PATH')
     if dataset == 'imagenet':
+        if source:
+            return dataset, IMAGENET, _source_args(source, data_dir, extras, imagenet=True)
         if data_dir is None:
-            raise UsageError('imagenet: set DATA_DIR (or pass --data-dir) to an ImageFolder with train/ and val/')
+            raise UsageError(
+                f'imagenet: set DATA_DIR (or pass --data-dir) to an ImageFolder with train/ and val/, or read it '
+                f'with one of timm\'s dataset sources, --dataset {", ".join(s + "/NAME" for s in SCHEMES)} (e.g. '
+                f'--dataset hfids/timm/imagenet-1k-wds)')
         return dataset, IMAGENET, _image_folder_args(Path(data_dir), f'imagenet in {data_dir}')
     if dataset in CIFAR_MEAN_STD:
         root = data_dir or str(cache_root() / 'data')
@@ -287,6 +352,9 @@ def _dataset(dataset: str, extras: Sequence[str], env: Mapping[str, str]) -> Tup
         raise UsageError(f'unknown dataset \'{dataset}\': not a preset ({", ".join(PRESETS)}) and no folder '
                          f'{path.resolve()}')
     path = path.resolve()
+    if source:  # PATH is the source's --data-dir
+        return path.name, IMAGENET, _source_args(
+            source, _last_value(extras, '--data-dir') or str(path), extras, imagenet=False)
     return path.name, IMAGENET, _image_folder_args(path, f'dataset folder {path}')
 
 
