@@ -92,24 +92,6 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize('name', SMALL)
-def test_features_only_matches_feature_info(name):
-    model = timm.create_model(name, features_only=True).eval()
-    size = 64
-    feats = model(torch.randn(1, 3, size, size))
-    assert [f.shape[1] for f in feats] == model.feature_info.channels()
-    assert [size // f.shape[-1] for f in feats] == model.feature_info.reduction()
-
-
-@pytest.mark.parametrize('name', SMALL)
-def test_forward_intermediates_ends_where_forward_features_ends(name):
-    model = timm.create_model(name).eval()
-    x = torch.randn(1, 3, 64, 64)
-    final, intermediates = model.forward_intermediates(x)
-    torch.testing.assert_close(final, model.forward_features(x))
-    assert len(intermediates) == len(model.feature_info)
-
-
-@pytest.mark.parametrize('name', SMALL)
 def test_grad_checkpointing_keeps_outputs_and_gradients(name):
     model = timm.create_model(name).train()
     x = torch.randn(2, 3, 64, 64)

@@ -3,9 +3,13 @@
 Paper: `CNN Mixture-of-Depths` - Rinor Cakaj, Jens Mehnert, Bin Yang (ACCV 2024)
     https://arxiv.org/abs/2409.17016
 
-* ResNet: the ImageNet definitions with a CIFAR stem (3x3 conv, stride 1, no max-pool).
+* ResNet: the ImageNet definitions with a CIFAR stem (3x3 conv, stride 1, no max-pool), so the last feature map
+  is 1/8 of the input; output_stride 4 or 2 dilates the last stages instead.
 * VGG-BN: 3x3 conv (with bias) - BN - ReLU layers, max-pool after each module, a 512-512-512-classes classifier.
   In the MoD versions every second conv of each module is a MoD block around a k-channel conv-bn-relu (c = 64).
+  An output stride below 32 keeps the resolution of the last modules as DeepLab does with VGG-16 (`Semantic Image
+  Segmentation with Deep Convolutional Nets and Fully Connected CRFs`, https://arxiv.org/abs/1412.7062): their
+  max-pools become 3x3 with stride 1 and the convs after them are dilated.
 
 Every MoD model has its standard baseline registered beside it, so the comparison is one call away.
 """
@@ -29,6 +33,15 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
+def _imagenet_output_stride(output_stride: int) -> int:
+    """The output stride to build timm's ResNet with, whose 7x7/2 conv + max-pool stem reduces 4x where ours does not.
+
+    timm's ResNet takes 8, 16 or 32 (2, 4 or 8 here); a CIFAR ResNet never reduces more than 8x, so 16 and 32 ask for
+    no dilation, as 8 does.
+    """
+    return min(4 * output_stride, 32)
+
+
 def _use_cifar_stem(model: ResNet) -> None:
     """Swap a timm ResNet's 7x7/2 conv + max-pool stem for a 3x3/1 conv and fix the feature reductions."""
     dd = get_device_dtype(model.conv1)
@@ -40,31 +53,41 @@ def _use_cifar_stem(model: ResNet) -> None:
 
 
 class CifarResNet(ResNet):
-    """timm ResNet with a CIFAR stem."""
+    """timm ResNet with a CIFAR stem (output_stride: 8, the default, or 4 or 2 with the last stages dilated)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, output_stride: int = 8, **kwargs):
+        super().__init__(*args, output_stride=_imagenet_output_stride(output_stride), **kwargs)
         _use_cifar_stem(self)
 
 
 class CifarResNetMoD(ResNetMoD):
-    """ResNet-MoD with a CIFAR stem."""
+    """ResNet-MoD with a CIFAR stem (output_stride: 8, the default, or 4 or 2 with the last stages dilated)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, output_stride: int = 8, **kwargs):
+        super().__init__(*args, output_stride=_imagenet_output_stride(output_stride), **kwargs)
         _use_cifar_stem(self)
 
 
 class VggStage(nn.Module):
-    """One VGG module: conv-bn-relu layers, then a 2x2 max-pool."""
+    """One VGG module: conv-bn-relu layers, then a 2x2 max-pool (3x3 with stride 1 where it keeps the resolution)."""
 
-    def __init__(self, in_chs: int, out_chs: int, depth: int, device=None, dtype=None):
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            depth: int,
+            stride: int = 2,
+            dilation: int = 1,
+            device=None,
+            dtype=None,
+    ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.grad_checkpointing = False
         self.blocks = nn.Sequential(*[
-            ConvNormAct(in_chs if i == 0 else out_chs, out_chs, 3, bias=True, **dd) for i in range(depth)])
-        self.pool = nn.MaxPool2d(2, 2)
+            ConvNormAct(in_chs if i == 0 else out_chs, out_chs, 3, dilation=dilation, bias=True, **dd)
+            for i in range(depth)])
+        self.pool = nn.MaxPool2d(2, 2) if stride == 2 else nn.MaxPool2d(3, 1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -84,6 +107,7 @@ class VggCifar(nn.Module):
             num_classes: int = 10,
             in_chans: int = 3,
             global_pool: str = 'avg',
+            output_stride: int = 32,
             mlp_hidden: int = 512,
             drop_rate: float = 0.,
             mod: bool = False,
@@ -101,6 +125,7 @@ class VggCifar(nn.Module):
             num_classes: Number of classes.
             in_chans: Input channels.
             global_pool: Global pooling type of the head.
+            output_stride: Input size over the size of the last feature map: 32, 16 or 8 (dilated).
             mlp_hidden: Width of the two hidden classifier layers.
             drop_rate: Dropout before each classifier layer.
             mod: Replace every second conv of each module with a MoD block.
@@ -109,6 +134,8 @@ class VggCifar(nn.Module):
             mod_fusion: 'first', 'last' or 'original'.
             mod_routing: 'topk' or 'random'.
         """
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f'output_stride must be 8, 16 or 32, not {output_stride}')
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.num_classes = num_classes
@@ -116,11 +143,15 @@ class VggCifar(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         stages, self.feature_info = [], []
-        prev_chs = in_chans
+        prev_chs, net_stride, dilation = in_chans, 1, 1
         for i, (depth, width) in enumerate(zip(depths, widths)):
-            stages.append(VggStage(prev_chs, width, depth, **dd))
+            stride = 2 if net_stride < output_stride else 1
+            stages.append(VggStage(prev_chs, width, depth, stride=stride, dilation=dilation, **dd))
             prev_chs = width
-            self.feature_info.append(dict(num_chs=width, reduction=2 ** (i + 1), module=f'stages.{i}'))
+            if stride == 1:  # the convs after a pool that keeps the resolution are dilated to see as far
+                dilation *= 2
+            net_stride *= stride
+            self.feature_info.append(dict(num_chs=width, reduction=net_stride, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         if mod:
             convert.mod(self, c=mod_c, reduction=mod_reduction, fusion=mod_fusion, routing=mod_routing)

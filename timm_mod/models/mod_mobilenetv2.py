@@ -8,6 +8,7 @@ stage replaced by a MoD block around a k-channel InvertedResidual (c = 16, r = 1
 the deeper, wider channel plan of Appendix A.3, Table 6.
 """
 from functools import partial
+from typing import Tuple, Type
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
@@ -20,6 +21,10 @@ from ._common import MoDModelMixin, build_mod_model, mod_cfg
 __all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
 
 
+# Head arguments that timm's EfficientNetFeatures does not take (timm's `_create_effnet` drops them)
+EFFNET_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'global_pool')
+
+
 class EfficientNetMoD(MoDModelMixin, EfficientNet):
     """timm EfficientNet / MobileNetV2 whose stages alternate standard and MoD blocks (c = 16 by default)."""
     default_mod_c = 16
@@ -30,9 +35,44 @@ class EfficientNetFeaturesMoD(MoDModelMixin, EfficientNetFeatures):
     default_mod_c = 16
 
 
-def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build like timm's `_gen_mobilenet_v2` + `_create_effnet`, with the MoD model classes."""
-    model_kwargs = dict(
+def _create_effnet_mod(
+        variant: str,
+        model_cls: Type[nn.Module],
+        features_cls: Type[nn.Module],
+        kwargs_filter: Tuple[str, ...],
+        pretrained: bool = False,
+        **kwargs,
+) -> nn.Module:
+    """timm's `_create_effnet` / `_create_mnv3` for any EfficientNet-family model class and its Features class.
+
+    features_only builds `features_cls` (EfficientNetFeatures, MobileNetV3Features), which takes no head arguments
+    (`kwargs_filter`); with `feature_cls` or `feature_cfg` the full model is wrapped by timm's feature extractors
+    instead (hook, fx, getter).
+    """
+    features_mode = ''
+    if kwargs.pop('features_only', False):
+        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
+            features_mode = 'cfg'
+        else:
+            model_cls = features_cls
+            features_mode = 'cls'
+    model = build_mod_model(
+        model_cls,
+        variant,
+        pretrained,
+        features_only=features_mode == 'cfg',
+        pretrained_strict=features_mode != 'cls',
+        kwargs_filter=kwargs_filter if features_mode == 'cls' else None,
+        **kwargs,
+    )
+    if features_mode == 'cls':
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return model
+
+
+def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> EfficientNetMoD:
+    """timm's `_gen_mobilenet_v2` (multiplier 1.0) with the MoD model classes."""
+    model_args = dict(
         block_args=decode_arch_def(arch_def),
         num_features=1280,
         stem_size=32,
@@ -40,19 +80,9 @@ def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **
         norm_layer=nn.BatchNorm2d,
         act_layer=nn.ReLU6,
     )
-    model_kwargs.update(kwargs)
-    features_only = model_kwargs.pop('features_only', False)
-    model = build_mod_model(
-        EfficientNetFeaturesMoD if features_only else EfficientNetMoD,
-        variant,
-        pretrained,
-        pretrained_strict=not features_only,
-        kwargs_filter=('num_classes', 'num_features', 'head_conv', 'global_pool') if features_only else None,
-        **model_kwargs,
-    )
-    if features_only:
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
-    return model
+    return _create_effnet_mod(
+        variant, EfficientNetMoD, EfficientNetFeaturesMoD, EFFNET_FEATURES_FILTER, pretrained,
+        **dict(model_args, **kwargs))
 
 
 default_cfgs = generate_default_cfgs({

@@ -11,11 +11,10 @@ is halved to 48 / 40, so that the LayerNorm of each MoD block spans at least two
 these models yet; their pretrained cfgs copy the eval settings of the baseline's.
 """
 from functools import partial
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
-from timm.models._builder import pretrained_cfg_for_features
 from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 from timm.models.convnext import ConvNeXt, checkpoint_filter_fn as _convnext_filter_fn
@@ -24,7 +23,7 @@ from timm.models.regnet import RegNet, RegNetCfg, _filter_fn as _regnet_filter_f
 from timm.models.resnet import Bottleneck
 
 from ._common import MoDModelMixin, build_mod_model, mod_cfg
-from .mod_mobilenetv2 import EfficientNetFeaturesMoD, EfficientNetMoD
+from .mod_mobilenetv2 import EFFNET_FEATURES_FILTER, EfficientNetFeaturesMoD, EfficientNetMoD, _create_effnet_mod
 from .mod_resnet import ResNetMoD
 
 __all__ = ['ConvNeXtMoD', 'RegNetMoD', 'MobileNetV3MoD', 'MobileNetV3FeaturesMoD']
@@ -78,36 +77,6 @@ def _create_resnet_mod(variant: str, pretrained: bool = False, **kwargs) -> ResN
 def _create_regnet_mod(variant: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) -> RegNetMoD:
     return build_mod_model(
         RegNetMoD, variant, pretrained, model_cfg=cfg, pretrained_filter_fn=_regnet_filter_fn, **kwargs)
-
-
-def _create_effnet_mod(
-        variant: str,
-        model_cls: Type[nn.Module],
-        features_cls: Type[nn.Module],
-        kwargs_filter: Tuple[str, ...],
-        pretrained: bool = False,
-        **kwargs,
-) -> nn.Module:
-    """As timm's `_create_effnet` / `_create_mnv3`: features_only builds the family's Features class."""
-    features_mode = ''
-    if kwargs.pop('features_only', False):
-        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
-            features_mode = 'cfg'
-        else:
-            model_cls = features_cls
-            features_mode = 'cls'
-    model = build_mod_model(
-        model_cls,
-        variant,
-        pretrained,
-        features_only=features_mode == 'cfg',
-        pretrained_strict=features_mode != 'cls',
-        kwargs_filter=kwargs_filter if features_mode == 'cls' else None,
-        **kwargs,
-    )
-    if features_mode == 'cls':
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
-    return model
 
 
 # Eval settings copied from the default pretrained cfg of each model's baseline
@@ -179,8 +148,8 @@ def efficientnet_b0_mod(pretrained: bool = False, **kwargs) -> EfficientNetMoD:
         norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
     )
     return _create_effnet_mod(
-        'efficientnet_b0_mod', EfficientNetMoD, EfficientNetFeaturesMoD,
-        ('num_classes', 'num_features', 'head_conv', 'global_pool'), pretrained, **dict(model_args, **kwargs))
+        'efficientnet_b0_mod', EfficientNetMoD, EfficientNetFeaturesMoD, EFFNET_FEATURES_FILTER, pretrained,
+        **dict(model_args, **kwargs))
 
 
 @register_model
