@@ -1,47 +1,189 @@
-"""The static graph, shown: compile without graph breaks, torch.export, ONNX run in onnxruntime."""
+"""Exports: one graph that serves every batch size, run in the runtimes themselves, matching PyTorch eager.
+
+One model per block adapter and per fusion and routing, exported from a batch-1 example (the case that used to bake
+the batch size into the graph) with a dynamic batch axis, then run at batch 1 and at an odd batch size. Models are
+random-init, so their channel selection is as arbitrary as it gets; that ties between logits (the selector's hidden
+ReLU all zero) go to the lower channel index everywhere is tested on its own.
+"""
+import warnings
+
 import numpy as np
 import pytest
 import timm
 import torch
+import torch.fx.experimental._config
+import torch.nn as nn
 
-import timm_mod  # noqa: F401
+import timm_mod
+from timm_mod import ChannelSelector, MoDBlock
 
-NAMES = ['resnet18_mod_cifar', 'resnet50_mod_lk', 'mobilenetv2_mod', 'vgg16_bn_mod_cifar']
+ort = pytest.importorskip('onnxruntime', reason='pip install -e ".[deploy]"')
+ov = pytest.importorskip('openvino', reason='pip install -e ".[deploy]"')
 
-
-@pytest.mark.parametrize('name', NAMES)
-@pytest.mark.parametrize('train', [False, True])
-def test_compiles_as_one_graph(name, train):
-    torch._dynamo.reset()
-    model = timm.create_model(name).train(train)
-    x = torch.randn(2, 3, 32, 32)
-    compiled = torch.compile(model, fullgraph=True, backend='eager')  # fullgraph: any graph break raises
-    if train:
-        compiled(x).sum().backward()
-    else:
-        with torch.inference_mode():
-            torch.testing.assert_close(compiled(x), model(x))
-
-
-@pytest.mark.parametrize('name', ['resnet18_mod_cifar', 'mobilenetv2_mod'])
-def test_torch_export_matches_eager(name):
-    model = timm.create_model(name).eval()
-    x = torch.randn(2, 3, 32, 32)
-    exported = torch.export.export(model, (x,))
-    with torch.no_grad():
-        torch.testing.assert_close(exported.module()(x), model(x))
+# (id, builder, input size): one model per block adapter, then the fusions and routings not covered by those
+CASES = {
+    'BasicBlock/first': (lambda: timm.create_model('resnet18_mod_cifar'), 32),
+    'Bottleneck/last': (lambda: timm.create_model('resnet50_mod_lk', mod_c=32), 32),
+    'InvertedResidual': (lambda: timm.create_model('mobilenetv2_mod'), 64),
+    'InvertedResidual-SE': (lambda: timm.create_model('mobilenetv3_large_100_mod'), 64),
+    'DepthwiseSeparableConv': (lambda: timm_mod.mod('mobilenetv1_100', c=64), 64),
+    'ConvNeXtBlock': (lambda: timm_mod.mod('convnext_atto'), 64),
+    'RegNetBottleneck': (lambda: timm_mod.mod('regnety_002', c=16), 64),
+    'ConvNormAct': (lambda: timm.create_model('vgg16_bn_mod_cifar'), 32),
+    'original': (lambda: timm.create_model('resnet18_mod_cifar', mod_fusion='original'), 32),
+    'random': (lambda: timm.create_model('resnet18_mod_cifar', mod_routing='random'), 32),
+}
+BATCHES = (1, 3)
+TOL = dict(rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize('name', ['resnet18_mod_cifar', 'resnet50_mod_lk', 'vgg16_bn_mod_cifar'])
-def test_onnx_runs_in_onnxruntime_and_matches(name, tmp_path):
-    ort = pytest.importorskip('onnxruntime')
+def _model(case: str):
+    torch.manual_seed(0)
+    build, size = CASES[case]
+    model = build().eval()
+    assert any(isinstance(m, MoDBlock) for m in model.modules())
+    return model, size
+
+
+def _inputs(size: int):
+    gen = torch.Generator().manual_seed(1)
+    return {b: torch.randn(b, 3, size, size, generator=gen) for b in BATCHES}
+
+
+def _check(run, model, inputs):
+    for b, x in inputs.items():
+        with torch.no_grad():
+            expected = model(x)
+        with torch.no_grad():
+            out = torch.as_tensor(np.asarray(run(x)))
+        assert out.shape == expected.shape, f'batch {b}'
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(out, expected, rtol=TOL['rtol'], atol=TOL['atol'] * max(1., scale),
+                                   msg=lambda m: f'batch {b}: {m}')
+
+
+def _onnx_session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+
+
+def _export_onnx(model, x, path, dynamo: bool):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        if dynamo:
+            # a named axis: a Dim would be specialized to 1 by a batch-1 example (torch.export does so for any model)
+            torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=['x'], output_names=['y'],
+                              dynamic_shapes={'x': {0: 'batch'}})
+        else:
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=['x'], output_names=['y'],
+                              opset_version=17, dynamic_axes={'x': {0: 'batch'}, 'y': {0: 'batch'}})
+
+
+@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+def test_onnx_export_from_batch_1_runs_every_batch_in_onnxruntime(case, dynamo, tmp_path):
+    model, size = _model(case)
+    inputs = _inputs(size)
+    path = tmp_path / 'model.onnx'
+    _export_onnx(model, inputs[1], path, dynamo)
+    session = _onnx_session(path)
+    _check(lambda x: session.run(None, {'x': x.numpy()})[0], model, inputs)
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_openvino_converts_from_batch_1_and_runs_every_batch(case):
+    model, size = _model(case)
+    inputs = _inputs(size)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        converted = ov.convert_model(model, example_input=inputs[1], input=[(-1, 3, size, size)])
+    compiled = ov.Core().compile_model(converted, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    _check(lambda x: compiled(x.numpy())[0], model, inputs)
+
+
+@pytest.mark.parametrize('case', ['BasicBlock/first', 'InvertedResidual', 'original'])
+def test_openvino_runs_the_onnx_export(case, tmp_path):
+    model, size = _model(case)
+    inputs = _inputs(size)
+    path = tmp_path / 'model.onnx'
+    _export_onnx(model, inputs[1], path, dynamo=False)
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    _check(lambda x: compiled(x.numpy())[0], model, inputs)
+
+
+@pytest.mark.parametrize('case', ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'original', 'random'])
+def test_torch_export_from_batch_1_runs_every_batch(case):
+    model, size = _model(case)
+    inputs = _inputs(size)
+    # torch.export specializes any size-1 dimension of an example (timm's own models too) unless told not to
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        exported = torch.export.export(model, (inputs[1],), dynamic_shapes={'x': {0: torch.export.Dim.DYNAMIC}})
+    _check(lambda x: exported.module()(x), model, inputs)
+
+
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+def test_onnx_fusion_adds_whole_tensors_without_slicing_or_scattering_feature_maps(dynamo, tmp_path):
+    """Slice + Concat of a feature map (or a Scatter) makes the runtimes leave their blocked conv layout."""
     onnx = pytest.importorskip('onnx')
-    model = timm.create_model(name).eval()
-    x = torch.randn(2, 3, 32, 32)
-    path = tmp_path / f'{name}.onnx'
-    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=['x'], opset_version=17)
-    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert not ops & {'ScatterND', 'ScatterElements'}, 'first/last fusion should export without scatter'
-    out = ort.InferenceSession(str(path)).run(None, {'x': x.numpy()})[0]
+    model, size = _model('BasicBlock/first')
+    path = tmp_path / 'model.onnx'
+    _export_onnx(model, _inputs(size)[1], path, dynamo)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    elem_type = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+    cut = [n.name for n in graph.node
+           if n.op_type in ('Slice', 'Concat', 'Split') and elem_type.get(n.output[0]) == onnx.TensorProto.FLOAT]
+    assert not cut, cut
+    assert not {n.op_type for n in graph.node} & {'ScatterND', 'ScatterElements'}
+
+
+class _Ones(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.conv = nn.Conv2d(k, k, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _tied_block():
+    """A MoD block whose selector's hidden ReLU is zero for every input: every channel logit is exactly 0."""
+    torch.manual_seed(0)
+    block = MoDBlock(16, _Ones, c=4, reduction=4).eval()
     with torch.no_grad():
-        np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)
+        block.selector.fc1.weight.fill_(-1.)
+    return block
+
+
+def test_selector_breaks_exact_ties_by_lower_channel_index():
+    block = _tied_block()
+    x = torch.rand(3, 16, 4, 4)  # positive, so the all-negative fc1 makes every hidden unit zero
+    scores, idx = block.selector(x)
+    assert torch.equal(idx, torch.arange(4).expand(3, 4))
+    assert torch.equal(scores, torch.full((3, 4), 0.5))
+
+
+@pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
+def test_runtimes_break_ties_like_pytorch(runtime, tmp_path):
+    block = _tied_block()
+    x = torch.rand(3, 16, 4, 4)
+    if runtime == 'onnxruntime':
+        path = tmp_path / 'block.onnx'
+        _export_onnx(block, x[:1], path, dynamo=False)
+        run = lambda t: _onnx_session(path).run(None, {'x': t.numpy()})[0]  # noqa: E731
+    else:
+        compiled = ov.Core().compile_model(
+            ov.convert_model(block, example_input=x[:1], input=[(-1, 16, 4, 4)]), 'CPU',
+            {'INFERENCE_PRECISION_HINT': 'f32'})
+        run = lambda t: compiled(t.numpy())[0]  # noqa: E731
+    _check(run, block, {1: x[:1], 3: x})
+
+
+def test_selector_ranks_by_logit_and_scores_are_their_sigmoid():
+    torch.manual_seed(0)
+    sel = ChannelSelector(32, 5, reduction=4)
+    x = torch.randn(2, 32, 3, 3)
+    logits = sel.fc2(torch.relu(sel.fc1(x.mean((2, 3)))))
+    scores, idx = sel(x)
+    torch.testing.assert_close(idx, logits.argsort(dim=1, descending=True)[:, :5])
+    torch.testing.assert_close(scores, logits.gather(1, idx).sigmoid())

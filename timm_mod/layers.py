@@ -12,13 +12,16 @@ Nothing here knows about a model family: the wrapped block comes from a `block_f
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
 __all__ = ['ChannelSelector', 'MoDBlock', 'mod_num_selected', 'select_channels', 'FUSIONS', 'ROUTINGS']
 
 FUSIONS = ('first', 'last', 'original')
 ROUTINGS = ('topk', 'random')
+
 
 
 def mod_num_selected(channels: int, c: int, name: str = 'MoD block') -> int:
@@ -41,23 +44,45 @@ def mod_num_selected(channels: int, c: int, name: str = 'MoD block') -> int:
     return k
 
 
+def _recording_graph() -> bool:
+    """Whether the forward is being recorded as a graph for another runtime rather than run.
+
+    True under jit tracing (TorchScript ONNX export, OpenVINO's converter) and both ONNX exporters. Such a graph has
+    no in-place updates and no Python branches on the batch size, and it must serve every batch size.
+    """
+    if torch.jit.is_scripting():  # TorchScript compiles only this branch
+        return False
+    else:
+        return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _eager() -> bool:
+    """Whether PyTorch runs the forward eagerly: not traced, exported, compiled or scripted."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return not (torch.compiler.is_compiling() or _recording_graph())
+
+
 def _channel_index(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(B, k) channel indices expanded to (B, k, H, W) for gather / scatter along dim 1."""
-    return idx[:, :, None, None].expand(x.shape[0], idx.shape[1], x.shape[2], x.shape[3])
+    return idx[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
 
 
-@register_notrace_function  # branches on the memory format: FX keeps it as one call
+@register_notrace_function  # FX (timm's feature extraction) keeps it as one call
+@torch.fx.wrap  # so does any other FX tracer (torchvision's feature extraction)
 def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x[b, idx[b]] for every sample b: (B, C, H, W) -> (B, k, H, W), keeping x's memory format.
 
-    Contiguous NCHW: one index_select of whole H x W planes (a copy of k planes per sample). channels_last: a gather
-    along the innermost (channel) dimension of the NHWC view, so the result stays channels_last.
+    Contiguous NCHW: one index_select of whole H x W planes, at offsets b * C into the (B * C, H, W) view (the same
+    graph serves every batch size). channels_last: a gather along the innermost (channel) dimension of the NHWC view,
+    so the result stays channels_last.
     """
     B, C, H, W = x.shape
     k = idx.shape[1]
     if x.is_contiguous():
-        if B == 1:  # the paper's latency setting: one index_select, no per-sample offsets
-            return x.index_select(1, idx.reshape(k))
+        if _eager() and B == 1:
+            return x.index_select(1, idx.reshape(k))  # eager batch 1 (the paper's latency setting): no offsets
         flat = (idx + torch.arange(0, B * C, C, device=idx.device).reshape(B, 1)).reshape(B * k)
         return x.reshape(B * C, H, W).index_select(0, flat).reshape(B, k, H, W)
     if x.is_contiguous(memory_format=torch.channels_last):
@@ -80,8 +105,30 @@ class _ChannelMean(torch.autograd.Function):
         return (grad / (H * W))[:, :, None, None].expand(B, C, H, W)
 
 
+def _placement(channels: int, k: int, start: int, like: torch.Tensor) -> torch.Tensor:
+    """The one-hot (C, k, 1, 1) weight of a 1x1 convolution that puts k channels at [start, start + k) of C."""
+    rows = torch.arange(channels, device=like.device)[:, None]
+    cols = torch.arange(k, device=like.device)[None, :] + start
+    return (rows == cols).to(like.dtype)[:, :, None, None]
+
+
+def _fused_copy(x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
+    """A copy of x with scores * y added to channels [start, start + k): the update goes into the copy, never into x.
+
+    x may be held elsewhere: a forward hook's capture, a feature extractor's output, an in-place ReLU's output saved
+    for its own backward. One pass copies x; the k fused channels are then updated in place in the copy.
+    """
+    out = x.clone()
+    dst = out.narrow(1, start, y.shape[1])
+    if scores is None:
+        dst.add_(y)
+    else:
+        dst.addcmul_(y, scores)
+    return out
+
+
 class _FuseAdd(torch.autograd.Function):
-    """out = x with channels [start, start + k) += scores * y, built out of place.
+    """`_fused_copy` with a backward that keeps to the k fused channels.
 
     Autograd's own version (slice, add, concatenate) allocates and zero-fills C-channel gradients for each slice;
     here the gradient of x is the output gradient itself and y, scores get theirs from its k fused channels.
@@ -91,13 +138,7 @@ class _FuseAdd(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
         ctx.start = start
         ctx.save_for_backward(y, scores)
-        out = x.clone()
-        dst = out.narrow(1, start, y.shape[1])
-        if scores is None:
-            dst.add_(y)
-        else:
-            dst.addcmul_(y, scores)
-        return out
+        return _fused_copy(x, y, scores, start)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -112,6 +153,7 @@ class _FuseAdd(torch.autograd.Function):
 
 
 @register_notrace_function  # FX keeps custom autograd functions as single calls
+@torch.fx.wrap
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """Per-channel spatial mean, (B, C, H, W) -> (B, C)."""
     if torch.jit.is_scripting():  # TorchScript has no custom autograd functions (an FX graph may get scripted)
@@ -121,43 +163,45 @@ def channel_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 @register_notrace_function
+@torch.fx.wrap
 def fuse_add(x: torch.Tensor, y: torch.Tensor, scores: Optional[torch.Tensor], start: int) -> torch.Tensor:
-    """x with scores * y added to channels [start, start + y.shape[1]).
+    """x with scores * y added to channels [start, start + y.shape[1]), returned as a new tensor; x is not changed.
 
-    Without autograd (inference) the update goes into x in place, touching only those channels: x is the output of
-    the block before, which nothing else reads. With autograd x may be saved for that block's backward (an in-place
-    ReLU's output), so the result is built out of place by `_FuseAdd`. One FX leaf, so a traced graph keeps the
-    in-place update (it would otherwise be dropped as a node without users).
+    Run by PyTorch: a copy of x updated in its k fused channels (`_fused_copy`), with autograd through `_FuseAdd`.
+    TorchScript has no custom autograd functions: slice, add, concatenate. (A graph recorded for another runtime
+    gets a third form, see `MoDBlock.fuse`.)
     """
-    k = y.shape[1]
-    dst = x.narrow(1, start, k)
-    if torch.jit.is_scripting():  # TorchScript has no custom autograd functions: plain out-of-place ops
+    if torch.jit.is_scripting():
+        k = y.shape[1]
+        dst = x.narrow(1, start, k)
         fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
         return torch.cat([x[:, :start], fused, x[:, start + k:]], dim=1)
-    else:
-        if not torch.is_grad_enabled():
-            if scores is None:
-                dst.add_(y)
-            else:
-                dst.addcmul_(y, scores)
-            return x
+    if torch.is_grad_enabled():
         return _FuseAdd.apply(x, y, scores, start)
+    return _fused_copy(x, y, scores, start)
 
 
 @register_notrace_function  # draws from an RNG: FX keeps it as one call
+@torch.fx.wrap
 def random_channels(x: torch.Tensor, k: int, training: bool, seed: int) -> torch.Tensor:
     """k channel indices per sample drawn uniformly without replacement, (B, k).
 
-    Training draws from torch's RNG; eval from a generator seeded with `seed`, so evaluation is reproducible.
+    Training draws from torch's RNG (activation checkpointing restores its state, so a recompute draws the same
+    channels). Eval is reproducible: the draw for sample b is a function of (seed, b) only, an integer hash of
+    (seed, b, channel) made of plain tensor ops, so it compiles, exports and picks the same channels in every runtime.
     """
-    shape = (x.shape[0], x.shape[1])
-    if training or x.is_meta:  # meta tensors have no generator (and no values to reproduce)
-        noise = torch.rand(shape, device=x.device)
-    else:
-        gen = torch.Generator(device=x.device)
-        gen.manual_seed(seed)
-        noise = torch.rand(shape, generator=gen, device=x.device)
-    return noise.topk(k, dim=1)[1]
+    B, C = x.shape[0], x.shape[1]
+    if training:
+        return torch.rand((B, C), device=x.device).topk(k, dim=1)[1]
+    # Every intermediate stays below 2 ** 24, so it is exact even where a runtime computes integer tensors in float32
+    # (OpenVINO's CPU plugin does): p is a prime below 2 ** 12 and keys are below p * C (C <= 4096).
+    p = 4093
+    sample = torch.arange(B, device=x.device)[:, None] % p
+    channel = torch.arange(C, device=x.device)[None, :]
+    h = (sample * 1423 % p + channel % p * 2731 % p + seed * 31 % p) % p
+    for _ in range(3):  # squaring mod p mixes; an affine step alone would give evenly spaced keys
+        h = (h * h + 7) % p
+    return (h * C + (C - 1) - channel).topk(k, dim=1)[1]  # distinct keys: ties to the lower channel
 
 
 class ChannelSelector(nn.Module):
@@ -190,15 +234,34 @@ class ChannelSelector(nn.Module):
         self.fc1 = nn.Linear(channels, hidden, bias=False, **dd)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels, bias=False, **dd)
+        # integer, so that model.half() leaves it exact; not in the state dict
+        self.register_buffer('channel_index', torch.arange(channels, device=device, dtype=torch.int32), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns the selected scores and channel indices, both (B, k), in descending score order."""
+    def init_non_persistent_buffers(self) -> None:
+        """Fill the channel-index buffer (after building on the meta device, as timm does)."""
+        self.channel_index.copy_(torch.arange(self.channel_index.numel()))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel logits before the sigmoid, (B, C)."""
         if torch.jit.is_tracing() or not torch.is_grad_enabled():
             s = x.mean((2, 3))
         else:
             s = channel_mean(x)
-        s = self.fc2(self.act(self.fc1(s))).sigmoid()
-        return s.topk(self.k, dim=1)
+        return self.fc2(self.act(self.fc1(s)))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns the selected scores and channel indices, both (B, k), in descending score order.
+
+        Ranked by logit (the sigmoid is monotonic, and saturates to equal scores where the logits still differ), exact
+        ties to the lower channel index; the sigmoid is taken of the k selected logits only.
+        """
+        # Exact ties between logits happen: when the hidden ReLU outputs only zeros, every logit is 0. torch.topk
+        # breaks ties in no fixed order (and unlike ONNX Runtime and OpenVINO), so the ranking key is logit - 1e-30 *
+        # channel: ties go to the lower channel index in every runtime. The step is far below the spacing of float32
+        # numbers around any logit that is not zero (or within 1e-19 of it), so it reorders nothing else.
+        key = torch.add(self.logits(x).float(), self.channel_index, alpha=-1e-30)
+        top, idx = key.topk(self.k, dim=1)
+        return top.sigmoid(), idx
 
 
 class MoDBlock(nn.Module):
@@ -283,18 +346,17 @@ class MoDBlock(nn.Module):
             scores: Optional[torch.Tensor],
             idx: torch.Tensor,
     ) -> torch.Tensor:
-        """x + scores * y at the fusion's k channels; every other channel of x passes through (see `fuse_add`)."""
-        k = self.k
+        """x + scores * y at the fusion's k channels, as a new tensor: x itself is never changed (see `fuse_add`)."""
         if self.fusion == 'original':
             update = y if scores is None else y * scores
-            index = _channel_index(x, idx)
-            inplace = not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            return x.scatter_add_(1, index, update) if inplace else x.scatter_add(1, index, update)
-        start = 0 if self.fusion == 'first' else x.shape[1] - k
-        if torch.jit.is_tracing():  # jit tracing (ONNX export) gets plain out-of-place ops, no custom autograd
-            dst = x.narrow(1, start, k)
-            fused = dst + y if scores is None else torch.addcmul(dst, y, scores)
-            return torch.cat([x[:, :start], fused, x[:, start + k:]], dim=1)
+            return x.clone().scatter_add_(1, _channel_index(x, idx), update)  # the clone keeps x's memory format
+        start = 0 if self.fusion == 'first' else self.channels - self.k
+        if _recording_graph():
+            # ``x + conv1x1(scores * y, E)``, E the constant one-hot C x k placement: runtimes keep x in their blocked
+            # convolution layout and fold the add into that convolution, where slicing x apart and concatenating it
+            # again makes them convert the whole tensor to plain NCHW and back. One-hot products are exact.
+            update = y if scores is None else y * scores
+            return x + F.conv2d(update, _placement(self.channels, self.k, start, update))
         return fuse_add(x, y, scores, start)
 
     def feature_info(self, location: str) -> Dict[str, Any]:

@@ -1,0 +1,123 @@
+"""What users capture from inside a MoD model is what the modules really output.
+
+Grad-CAM, feature visualisation, distillation and probing read activations through forward hooks, timm's and
+torchvision's FX feature extractors and `forward_intermediates`. A MoD block that wrote into its input would change
+the previous block's output after it had been captured. One model per block adapter, the three fusions and random
+routing, in inference and in training mode.
+"""
+from typing import Dict, List
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models import create_feature_extractor as timm_feature_extractor
+
+import timm_mod
+from timm_mod import MoDBlock
+
+CASES = {
+    'BasicBlock/first': (lambda: timm.create_model('resnet18_mod_cifar'), 32),
+    'Bottleneck/last': (lambda: timm.create_model('resnet50_mod_lk', mod_c=32), 32),
+    'InvertedResidual': (lambda: timm.create_model('mobilenetv2_mod'), 64),
+    'DepthwiseSeparableConv': (lambda: timm_mod.mod('mobilenetv1_100', c=64), 64),
+    'ConvNeXtBlock': (lambda: timm_mod.mod('convnext_atto'), 64),
+    'RegNetBottleneck': (lambda: timm_mod.mod('regnety_002', c=16), 64),
+    'ConvNormAct': (lambda: timm.create_model('vgg16_bn_mod_cifar'), 32),
+    'original': (lambda: timm.create_model('resnet18_mod_cifar', mod_fusion='original'), 32),
+    'random': (lambda: timm.create_model('resnet18_mod_cifar', mod_routing='random'), 32),
+}
+
+
+def _model(case: str, train: bool = False):
+    torch.manual_seed(0)
+    build, size = CASES[case]
+    model = build().train(train)
+    return model, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _around_mod_blocks(model: nn.Module) -> List[str]:
+    """Names of every MoD block and the module before it in its stage: the output a MoD block could overwrite."""
+    names = []
+    for parent_name, parent in model.named_modules():
+        children = list(parent.named_children())
+        for i, (name, child) in enumerate(children):
+            if isinstance(child, MoDBlock):
+                prefix = f'{parent_name}.' if parent_name else ''
+                names += [f'{prefix}{children[i - 1][0]}', f'{prefix}{name}']
+    assert names, 'no MoD blocks'
+    return names
+
+
+def _true_outputs(model: nn.Module, x: torch.Tensor, names: List[str]) -> Dict[str, torch.Tensor]:
+    """Each named module's output, copied the moment it is produced."""
+    modules = dict(model.named_modules())
+    outputs = {}
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o.detach().clone()))
+               for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs
+
+
+@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('grad', [False, True])
+def test_forward_hooks_keep_what_they_captured(case, grad):
+    model, x = _model(case)
+    names = _around_mod_blocks(model)
+    modules = dict(model.named_modules())
+    kept, copied = {}, {}
+
+    def hook(module, inputs, output, name):
+        kept[name] = output  # held as Grad-CAM or a feature cache holds it: no copy
+        copied[name] = output.detach().clone()
+
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
+    with torch.set_grad_enabled(grad):
+        model(x)
+    for h in handles:
+        h.remove()
+    for name in names:
+        assert torch.equal(kept[name].detach(), copied[name]), f'{name} changed after it was captured'
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_timm_feature_extractor_returns_the_modules_outputs(case):
+    model, x = _model(case)
+    names = _around_mod_blocks(model)
+    extractor = timm_feature_extractor(model, return_nodes={n: n for n in names})
+    with torch.no_grad():
+        features = extractor(x)
+    expected = _true_outputs(model, x, names)
+    for name in names:
+        torch.testing.assert_close(features[name], expected[name], msg=lambda m: f'{name}: {m}')
+
+
+@pytest.mark.parametrize('case', ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'ConvNeXtBlock',
+                                  'RegNetBottleneck', 'ConvNormAct', 'original', 'random'])
+def test_torchvision_feature_extractor_traces_and_returns_the_modules_outputs(case):
+    feature_extraction = pytest.importorskip('torchvision.models.feature_extraction')
+    model, x = _model(case)
+    names = _around_mod_blocks(model)
+    extractor = feature_extraction.create_feature_extractor(model, return_nodes={n: n for n in names})
+    with torch.no_grad():
+        features = extractor(x)
+    expected = _true_outputs(model, x, names)
+    for name in names:
+        torch.testing.assert_close(features[name], expected[name], msg=lambda m: f'{name}: {m}')
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_forward_intermediates_are_the_stage_outputs(case):
+    model, x = _model(case)
+    modules = [info['module'] for info in model.feature_info]
+    with torch.no_grad():
+        intermediates = model.forward_intermediates(x, intermediates_only=True)
+    expected = _true_outputs(model, x, modules)
+    assert len(intermediates) == len(modules)
+    for name, feature in zip(modules, intermediates):
+        torch.testing.assert_close(feature, expected[name], msg=lambda m: f'{name}: {m}')
