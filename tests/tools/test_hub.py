@@ -455,6 +455,54 @@ def test_card_with_results_has_model_index_and_keeps_the_paper_apart(exported):
     assert f"timm.create_model('{NAME}.c10', pretrained=True)" in card.text
 
 
+def test_card_of_weights_trained_on_a_local_folder_declares_no_dataset(source, tmp_path):
+    """A digits checkpoint (train.py's ImageFolder) under its own repo: neither the checkpoint nor the tag names the
+    data, so the card does not claim the registered tag's CIFAR-10 (or ImageNet-1k)."""
+    digits = _train_checkpoint(
+        tmp_path / 'digits.pth.tar', source, NAME, dataset='', data_dir=str(tmp_path / 'cache' / 'digits'))
+    out = export(NAME, digits, tmp_path / 'out', ema=True, repo_id=f'someone/{NAME}.digits')
+    card = ModelCard.load(out / 'README.md')
+    assert card.data.datasets is None and 'Dataset:' not in card.text
+    with pytest.raises(HubError, match='--results needs --dataset'):
+        export(NAME, digits, tmp_path / 'out2', ema=True, repo_id=f'someone/{NAME}.digits',
+               results=tmp_path / 'results.csv')
+
+
+def test_card_dataset_follows_the_dataset_flag_or_the_checkpoint(source, tmp_path):
+    hub_data = _train_checkpoint(tmp_path / 'hub.pth.tar', source, NAME, dataset='hfids/someone/tiny-digits')
+    out = export(NAME, hub_data, tmp_path / 'out', ema=True, repo_id='someone/model')
+    assert ModelCard.load(out / 'README.md').data.datasets == ['someone/tiny-digits']
+    out = export(NAME, hub_data, tmp_path / 'out', ema=True, repo_id='someone/model', dataset='mnist', force=True)
+    assert ModelCard.load(out / 'README.md').data.datasets == ['mnist']
+
+
+@pytest.mark.parametrize('dataset, train_dataset, tag, expected', [
+    ('mnist', 'torch/cifar10', 'in1k', ('mnist', 'mnist')),  # --dataset first
+    ('cifar100', '', None, ('cifar100', 'CIFAR-100')),
+    (None, 'torch/cifar10', 'in1k', ('cifar10', 'CIFAR-10')),  # then the checkpoint's train.py --dataset
+    (None, 'hfds/timm/imagenet-1k-wds', None, ('timm/imagenet-1k-wds', 'timm/imagenet-1k-wds')),
+    (None, 'hfids/imagenet-1k', None, ('imagenet-1k', 'ImageNet-1k')),
+    (None, 'hfds//data/my-arrow-folder', 'c10', ('cifar10', 'CIFAR-10')),  # a local folder: then the tag
+    (None, '', 'c100', ('cifar100', 'CIFAR-100')),  # an ImageFolder
+    (None, 'wds/imagenet-1k', None, None),  # shards on disk name no Hub dataset
+    (None, '', 'digits', None),
+    (None, '', None, None),
+])
+def test_training_dataset_is_declared_only_when_known(dataset, train_dataset, tag, expected):
+    assert hub.training_dataset(dataset, dict(dataset=train_dataset, data_dir='/data/x'), tag) == expected
+
+
+@pytest.mark.parametrize('model_name, repo_id, tag', [
+    (NAME, REPO_ID, 'c10'),  # the tag's own repo
+    (NAME, f'someone/{NAME}.c100', 'c100'),
+    (f'{NAME}.c100', 'someone/model', 'c100'),  # a tag written in --model
+    (NAME, f'someone/{NAME}.digits', 'digits'),
+    (NAME, 'someone/model', None),  # --model without a tag falls back to c10's cfg, which says nothing of the data
+])
+def test_the_exported_tag_is_the_one_the_user_names(model_name, repo_id, tag):
+    assert hub._exported_tag(model_name, repo_id, NAME) == tag
+
+
 # --- command line
 
 

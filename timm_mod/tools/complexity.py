@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ._extras import import_extra
+
 __all__ = ['count_params_m', 'count_gmacs']
 
 
@@ -17,7 +19,8 @@ def count_gmacs(model: nn.Module, input_size: Optional[Tuple[int, int, int]] = N
 
     fvcore counts conv / linear / matmul MACs only and lands about 1-2 % under the counter used by the paper.
     """
-    from fvcore.nn import FlopCountAnalysis  # imported here: fvcore is slow to import and not needed otherwise
+    # imported here: fvcore is an extra ('tools'), and slow to import
+    FlopCountAnalysis = import_extra('fvcore.nn', 'tools', 'counting MACs').FlopCountAnalysis
 
     input_size = input_size or model.pretrained_cfg['input_size']
     param = next(model.parameters())

@@ -32,10 +32,13 @@ from timm.utils import ParseKwargs
 
 from ..models import MODEL_MODULES, list_models
 from ..models._common import WEIGHTS_FILE, hub_repo_id
+from ._extras import import_extra
 from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
-__all__ = ['HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'render_card', 'export', 'publish']
+__all__ = [
+    'HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'training_dataset', 'render_card', 'export',
+    'publish']
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ CARD_TEMPLATES = {
 MOD_ARGS = ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')
 # Hub dataset id and display name of the data behind each pretrained tag
 DATASETS = {'in1k': ('imagenet-1k', 'ImageNet-1k'), 'c10': ('cifar10', 'CIFAR-10'), 'c100': ('cifar100', 'CIFAR-100')}
+# The tag of the data behind train.py's --dataset values that are torchvision's copies of them
+TORCH_DATASETS = {'torch/imagenet': 'in1k', 'torch/cifar10': 'c10', 'torch/cifar100': 'c100'}
+# What the card needs beyond what loading a model needs, from the 'tools' extra
+CARD_PACKAGES = (('jinja2', 'rendering the model card'), ('fvcore.nn', 'counting MACs for the model card'))
 
 
 class HubError(Exception):
@@ -160,6 +167,51 @@ def mod_model_args(model: nn.Module) -> Dict[str, Any]:
     return {f'mod_{k}': settings[k] for k in ('c', 'reduction', 'fusion', 'routing') if k in settings}
 
 
+def training_dataset(
+        dataset: Optional[str],
+        train_args: Dict[str, Any],
+        tag: Optional[str],
+) -> Optional[Tuple[str, str]]:
+    """Hub dataset id and display name of the data the weights were trained on; None where that is not known.
+
+    Known from, in this order: `dataset` (--dataset); train.py's --dataset in the checkpoint's args, where it names
+    a Hub dataset (hfds/ID, hfids/ID) or a torchvision copy of one (torch/imagenet, torch/cifar10, torch/cifar100);
+    the tag the weights are exported under (in1k, c10, c100). A local folder (train.py's default ImageFolder, or
+    WebDataset shards) names none: weights trained on one get a card that declares no dataset, unless --dataset
+    says which.
+
+    Args:
+        dataset: Hub dataset id given by the user.
+        train_args: train.py's arguments saved in the checkpoint.
+        tag: The tag the weights are exported under, where the user named one; None otherwise.
+    """
+    names = dict(DATASETS.values())
+    if dataset:
+        return dataset, names.get(dataset, dataset)
+    source = str(train_args.get('dataset') or '')
+    if source.lower() in TORCH_DATASETS:
+        return DATASETS[TORCH_DATASETS[source.lower()]]
+    scheme, _, hub_id = source.partition('/')
+    if scheme.lower() in ('hfds', 'hfids'):
+        try:
+            validate_repo_id(hub_id)
+        except HFValidationError:
+            pass  # a local dataset folder
+        else:
+            return hub_id, names.get(hub_id, hub_id)
+    return DATASETS.get(tag)
+
+
+def _exported_tag(model_name: str, repo_id: str, name: str) -> Optional[str]:
+    """The tag the user exports the weights under: the one in --model (NAME.TAG), else in the repo (ORG/NAME.TAG).
+
+    Not the default tag that a bare --model falls back to for its cfg: that says nothing about the weights.
+    """
+    repo_name = repo_id.split('/')[-1]
+    return split_model_name_tag(model_name)[1] or (
+        repo_name[len(name) + 1:] if repo_name.startswith(f'{name}.') else None)
+
+
 def render_card(template: str, **context) -> str:
     """Render one hub_cards/ template (Jinja2) and check that huggingface_hub parses its metadata.
 
@@ -167,8 +219,7 @@ def render_card(template: str, **context) -> str:
         template: File name in hub_cards/, e.g. 'resnet_mod.md'.
         **context: The template's variables (see `_card_context`); `card_data` is a `ModelCardData`.
     """
-    import jinja2  # imported here: needed to export only, not to load models
-
+    jinja2 = import_extra('jinja2', 'tools', 'rendering the model card')
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(CARDS_DIR),
         undefined=jinja2.StrictUndefined,  # a misspelt variable fails the export instead of vanishing from the card
@@ -379,7 +430,8 @@ def export(
         results: validate.py results file of these weights, for the card's measured top-1 / top-5.
         repo_id: Hub repo the card's usage names; default the tag's own repo (`hub_repo_id`), where
             ``pretrained=True`` looks once the tag is published.
-        dataset: Hub dataset id of the training data, for the card; default from the tag.
+        dataset: Hub dataset id of the training data, for the card; default: where the checkpoint's train.py args
+            or the tag say it (`training_dataset`), else the card declares none.
         model_kwargs: Constructor arguments beyond those recorded in the checkpoint's train.py args.
         force: Replace a non-empty `out`.
 
@@ -391,6 +443,11 @@ def export(
             an `out` that would be overwritten, or a folder that would not load back as the same model.
     """
     # everything that can be wrong with the inputs is checked before the model is built
+    for module, purpose in CARD_PACKAGES:
+        try:
+            import_extra(module, 'tools', purpose)
+        except ImportError as e:
+            raise HubError(str(e)) from e
     if not CARDS_DIR.is_dir():
         raise HubError(f'model card templates not found in {CARDS_DIR}: export from a source checkout of timm-mod')
     cfg = _resolve_cfg(model_name)
@@ -404,13 +461,14 @@ def export(
         raise HubError(f'invalid --repo-id {repo_id!r}: {e}') from e
     if '/' not in repo_id:
         raise HubError(f"--repo-id {repo_id!r} needs its organisation or user: 'ORG/NAME.TAG'")
-    dataset_info = (dataset, dict(DATASETS.values()).get(dataset, dataset)) if dataset else DATASETS.get(tag)
-    if results and not dataset_info:
-        raise HubError(f'--results needs --dataset: the tag {tag!r} does not say which data the results are on')
     state_dict, meta = read_checkpoint(checkpoint, ema)
     trained_as = meta['arch'] and _arch_of(meta['arch'])
     if trained_as and trained_as != name:
         raise HubError(f"{checkpoint} was trained as {meta['arch']!r} (its 'arch'), not {name!r}")
+    dataset_info = training_dataset(dataset, meta['args'], _exported_tag(model_name, repo_id, name))
+    if results and not dataset_info:
+        raise HubError('--results needs --dataset: neither the tag nor the checkpoint says which data the results '
+                       'are on')
     measured = read_results(results, name, checkpoint) if results else None
 
     train_args = meta['args']
@@ -504,8 +562,9 @@ def _parser() -> argparse.ArgumentParser:
              'timm-mod/resnet75_mod.in1k, where pretrained=True looks once the tag is published)')
     common.add_argument(
         '--dataset', metavar='ID',
-        help='Hub dataset id of the training data, for the card (default from the tag: in1k imagenet-1k, '
-             'c10 cifar10, c100 cifar100)')
+        help="Hub dataset id of the training data, for the card's metadata (default: the checkpoint's train.py "
+             "--dataset where it names one, hfds/ID, hfids/ID, torch/cifar10, ...; else the tag of --model or "
+             "--repo-id: in1k imagenet-1k, c10 cifar10, c100 cifar100; else the card declares none)")
     common.add_argument(
         '--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
         help="constructor arguments the checkpoint was trained with, beyond those in its train.py 'args' "

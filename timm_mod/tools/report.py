@@ -12,6 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._extras import import_extra
 from .paper import PAPER
 
 __all__ = ['load_rows', 'render_markdown', 'plot_figure3']
@@ -80,7 +81,7 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
 
 def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
     """Figure 3's panels: the paper's top-1 against our GMACs, params, CPU latency and GPU latency."""
-    import matplotlib
+    matplotlib = import_extra('matplotlib', 'plot', 'drawing Figure 3')
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -138,6 +139,11 @@ def main(argv=None):
     missing = [p for p in args.json + [args.header] + args.footer if p and not Path(p).is_file()]
     if missing:
         parser.error(f'no such benchmark file: {", ".join(missing)}')
+    if args.plot:
+        try:
+            import_extra('matplotlib', 'plot', '--plot')  # known before anything is written
+        except ImportError as e:
+            parser.error(str(e))
     rows = load_rows(args.json)
     text = (Path(args.header).read_text() if args.header else '') + render_markdown(rows) + ''.join(
         '\n' + Path(p).read_text() for p in args.footer)

@@ -19,6 +19,7 @@ from timm.data import create_dataset, create_loader, resolve_data_config
 from timm.models import load_checkpoint
 
 from ..layers import MoDBlock
+from ._extras import import_extra
 
 __all__ = ['mod_blocks', 'default_block', 'count_selections']
 
@@ -86,7 +87,7 @@ def count_selections(
 
 
 def _plot(counts: torch.Tensor, classes: List[str], block_name: str, model_name: str, path: Path, show: int):
-    import matplotlib
+    matplotlib = import_extra('matplotlib', 'plot', 'drawing Figure 4')
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -138,6 +139,10 @@ def main(argv=None):
     for name in ('selection.csv', 'selection.png'):
         if (out / name).exists():
             parser.error(f'{out / name} exists; choose another --out (results are never overwritten)')
+    try:
+        import_extra('matplotlib', 'plot', 'drawing Figure 4')  # known before the counting, not after
+    except ImportError as e:
+        parser.error(str(e))
 
     dataset = create_dataset('', root=str(split))
     classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)

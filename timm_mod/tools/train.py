@@ -270,7 +270,7 @@ def write_digits(root: Path) -> Path:
         from PIL import Image
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise UsageError(f'the digits preset needs scikit-learn ({e}): pip install -e ".[train]"') from None
+        raise UsageError(f'the digits preset needs scikit-learn ({e}): pip install "timm-mod[train]"') from None
     print(f'timm_mod: writing scikit-learn\'s digits as an ImageFolder into {root} (once)', file=sys.stderr)
     digits = load_digits()
     root.parent.mkdir(parents=True, exist_ok=True)
