@@ -72,7 +72,7 @@ def _refuses_to_overwrite(main, args, existing):
 def test_report_renders_tables_and_figure3(bench_rows, tmp_path):
     text = report.render_markdown(bench_rows)
     assert '| resnet18_mod_cifar | resnet18_cifar |' in text
-    assert text.count('### CPU') == 2  # one table per batch size
+    assert text.count('### PyTorch eager, CPU') == 2  # one table per batch size
     paths = report.plot_figure3(bench_rows, str(tmp_path))
     assert paths and all(p.stat().st_size > 10_000 for p in paths)
 
@@ -143,3 +143,40 @@ def test_breakdown_cli_writes_cost_and_block_table(tmp_path):
     text = out.read_text()
     assert 'of which the 4 MoD blocks' in text
     assert text.count('| layer') == 4  # resnet18_mod_cifar: one MoD block per stage
+
+
+@pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
+def test_bench_runs_baseline_model_and_bound_in_a_deployment_runtime(runtime, tmp_path):
+    pytest.importorskip(runtime, reason='pip install -e ".[deploy]"')
+    path = tmp_path / 'rows.json'
+    bench.main(['--models', 'resnet18_mod_cifar', '--runtime', runtime, '--threads', '1', '--batch-size', '1,3',
+                '--min-run-time', '0', '--rounds', '2', '--bound', '--no-train', '--no-gmacs', '--json', str(path)])
+    rows = json.loads(path.read_text())
+    assert {(r['model'], r['batch_size']) for r in rows} == {
+        (m, b) for m in ('resnet18_cifar', 'resnet18_mod_cifar', 'resnet18_mod_cifar[bound]') for b in (1, 3)}
+    assert all(r['runtime'] == runtime and r['latency_ms'] > 0 and r.get('train_img_s') is None for r in rows)
+    assert all(r['exporter'] == ('dynamo' if runtime == 'onnxruntime' else None) for r in rows)
+    title = {'onnxruntime': '### ONNX Runtime (dynamo ONNX export), CPU', 'openvino': '### OpenVINO, CPU'}[runtime]
+    assert report.render_markdown(rows).count(title) == 2  # one table per batch size
+
+
+def test_bench_refuses_runtime_settings_it_cannot_honour():
+    for args in (['--runtime', 'onnxruntime', '--channels-last'], ['--runtime', 'openvino', '--device', 'cuda'],
+                 ['--runtime', 'onnxruntime', '--compile']):
+        with pytest.raises(SystemExit):
+            bench.main(['--models', 'resnet18_mod_cifar', *args])
+
+
+@pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
+def test_runtime_breakdown_charges_every_node_to_a_mod_block_part_or_the_rest(runtime):
+    pytest.importorskip(runtime, reason='pip install -e ".[deploy]"')
+    model = timm.create_model('resnet18_mod_cifar').eval()
+    result = breakdown.runtime_breakdown(model, torch.randn(1, 3, 32, 32), runtime, threads=1, iters=3)
+    rows = result['blocks']
+    assert [r['block'] for r in rows] == [n for n, m in model.named_modules() if isinstance(m, MoDBlock)]
+    for r in rows:
+        # the selector's and the k-channel block's nodes are found inside each MoD block
+        assert r['route_ms'] > 0 and r['block_ms'] > 0 and r['gather_fuse_ms'] >= r['reorder_ms'] >= 0
+        assert r['total_ms'] == pytest.approx(r['route_ms'] + r['block_ms'] + r['gather_fuse_ms'])
+    assert result['model_ms'] > sum(r['total_ms'] for r in rows)  # the standard blocks, stem and head
+    assert result['model_ms'] == pytest.approx(sum(ms for _, ms in result['ops']))

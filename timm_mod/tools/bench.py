@@ -12,6 +12,12 @@ Examples:
     python -m timm_mod.tools.bench --device cuda --batch-size 1,64,256 --amp --channels-last --json gpu.json
     python -m timm_mod.tools.bench --models resnet50_mod --mod-c 2,4,8,16,32,64   # Table 10's c sweep
     python -m timm_mod.tools.bench --models resnet50_mod,resnet75_mod --bound      # + MoD blocks replaced by identity
+    python -m timm_mod.tools.bench --runtime onnxruntime --threads 1 --bound --no-train   # ONNX Runtime, CPU
+    python -m timm_mod.tools.bench --runtime openvino --threads 1 --bound --no-train      # OpenVINO, CPU
+
+Runtimes (--runtime): ``eager`` (PyTorch), ``compile`` (torch.compile, inductor), ``onnxruntime`` (exported with
+torch.onnx.export, --exporter dynamo or torchscript) and ``openvino`` (openvino.convert_model), the last two on the CPU
+with a dynamic batch axis (`timm_mod.tools.deploy`). Baselines, MoD models and bounds go through the same runtime.
 """
 import argparse
 import json
@@ -27,6 +33,7 @@ import torch.nn as nn
 from torch.utils import benchmark
 
 from ..layers import MoDBlock
+from . import deploy
 from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
@@ -123,20 +130,26 @@ def _prepare(
         compile_model: bool,
         compile_mode: Optional[str],
         train: bool,
+        runtime: str = 'eager',
+        exporter: str = 'dynamo',
+        threads: int = 1,
 ) -> Tuple[Dict[str, Any], Callable[[], Any], Optional[Callable[[], Any]]]:
     """A row describing the model and setting, an inference call and (with `train`) a training-step call.
 
     Inference runs an eval-mode copy; the training step (forward, backward, SGD step) a train-mode one, so the two
-    can be timed in any order.
+    can be timed in any order. With an ONNX Runtime or OpenVINO `runtime` the inference call runs the exported or
+    converted eval-mode model there (`threads` threads), and there is no training step.
     """
     model = _build(spec, device, channels_last)
     size = img_size or model.pretrained_cfg['input_size'][-1]
     x = torch.randn(batch_size, 3, size, size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    deployed = runtime in ('onnxruntime', 'openvino')
     row: Dict[str, Any] = dict(
         model=spec, device=device.type, batch_size=batch_size, img_size=size,
         channels_last=channels_last, amp=amp, compile=(compile_mode or 'default') if compile_model else False,
+        runtime=runtime, exporter=exporter if runtime == 'onnxruntime' else None,
         params_m=round(count_params_m(model), 4),
         _weights_mb=sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2 ** 20)
 
@@ -146,6 +159,8 @@ def _prepare(
         return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
 
     eval_model = model.eval()
+    if deployed:
+        return row, deploy.runner(runtime, eval_model, x, threads, exporter, bf16=amp), None
     run_model = torch.compile(eval_model, mode=compile_mode) if compile_model else eval_model
 
     def infer():
@@ -222,6 +237,8 @@ def run_bench(
         gmacs: bool = True,
         rounds: int = 5,
         min_run_time: float = 0.2,
+        runtime: str = 'eager',
+        exporter: str = 'dynamo',
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Tuple[List[Dict[str, Any]], List[benchmark.Measurement]]:
     """Measure every model (and its paired baseline) in every (threads, batch size) setting.
@@ -230,6 +247,13 @@ def run_bench(
     `interleaved`); each latency is the median over all of its rounds' runs.
     """
     dev = torch.device(device)
+    if runtime == 'compile' or compile_model:
+        compile_model, runtime = True, 'compile'
+    if runtime in ('onnxruntime', 'openvino'):
+        deploy.require(runtime)
+        if dev.type != 'cpu' or compile_model or channels_last:
+            raise ValueError(f'--runtime {runtime} runs on the CPU, without --compile or --channels-last')
+        train = False
     threads = threads or [torch.get_num_threads()]
     batch_sizes = batch_sizes or [1]
     groups = _groups(models, mod_cs or [], bound)
@@ -245,11 +269,12 @@ def run_bench(
             for base, specs in groups:
                 names = ([base] if base else []) + specs
                 prepared = {
-                    spec: _prepare(spec, dev, bs, img_size, channels_last, amp, compile_model, compile_mode, train)
+                    spec: _prepare(spec, dev, bs, img_size, channels_last, amp, compile_model, compile_mode, train,
+                                   runtime, exporter, t)
                     for spec in names}
                 first = next(iter(prepared.values()))[0]
-                setting = f'{dev.type} t={t} bs={bs} {first["img_size"]}px' + (
-                    ' cl' if channels_last else '') + (' amp' if amp else '') + (' compile' if compile_model else '')
+                setting = f'{dev.type} {runtime} t={t} bs={bs} {first["img_size"]}px' + (
+                    ' cl' if channels_last else '') + (' amp' if amp else '')
                 peak_mb = {spec: _warm_up(p[1:], dev, 3 if compile_model else 1) for spec, p in prepared.items()}
                 timed = interleaved({s: p[1] for s, p in prepared.items()}, t, 'inference (ms)', setting, rounds,
                                     min_run_time)
@@ -294,6 +319,11 @@ def _paper_speedup(spec: str, device: str) -> Optional[float]:
     return row.speedup_gpu if device == 'cuda' else row.speedup_cpu
 
 
+def _runtime_label(row: Dict[str, Any]) -> str:
+    runtime = row.get('runtime') or ('compile' if row.get('compile') else 'eager')
+    return f'{runtime} ({row["exporter"]} export)' if row.get('exporter') else runtime
+
+
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
     """Our measurements with the paper's reported speed-up beside them (labelled as the paper's)."""
     lines = [
@@ -302,9 +332,8 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
-        setting = f'{r["device"]} {r["threads"]}t bs{r["batch_size"]} {r["img_size"]}px' + (
-            ' cl' if r.get('channels_last') else '') + (' amp' if r.get('amp') else '') + (
-            ' compile' if r.get('compile') else '')
+        setting = f'{r["device"]} {_runtime_label(r)} {r["threads"]}t bs{r["batch_size"]} {r["img_size"]}px' + (
+            ' cl' if r.get('channels_last') else '') + (' amp' if r.get('amp') else '')
         paper = _paper_speedup(r['model'], r['device']) if r.get('baseline') else None
         lines.append('| {} | {} | {} | {:.2f} | {} | {:.2f} ({:.2f}) | {} | {} | {} | {} |'.format(
             r['model'], r.get('baseline') or '-', setting, r['params_m'],
@@ -335,7 +364,13 @@ def main(argv=None):
                         help='input size for every model (default: each model\'s own, 224 or 32 for CIFAR)')
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format for model and input')
     parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on CPU')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too)')
+    parser.add_argument('--runtime', default='eager', choices=deploy.RUNTIMES,
+                        help='what runs the models (default eager): PyTorch eager, torch.compile, ONNX Runtime or '
+                             'OpenVINO (CPU; --amp there means bfloat16 inference precision)')
+    parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
+                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s default)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too); '
+                                                               'the same as --runtime compile')
     parser.add_argument('--compile-mode', default=None,
                         help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune')
     parser.add_argument('--mod-c', type=_int_list, default=None,
@@ -365,6 +400,13 @@ def main(argv=None):
         parser.error('--device cuda: no CUDA device is available')
     if args.json and os.path.exists(args.json):
         parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
+    if args.runtime in ('onnxruntime', 'openvino'):
+        try:
+            deploy.require(args.runtime)
+        except ImportError as e:
+            parser.error(str(e))
+        if args.device != 'cpu' or args.compile or args.channels_last:
+            parser.error(f'--runtime {args.runtime} runs on the CPU, without --compile or --channels-last')
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -376,7 +418,7 @@ def main(argv=None):
         channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, compile_mode=args.compile_mode,
         mod_cs=args.mod_c,
         bound=args.bound, train=not args.no_train, gmacs=not args.no_gmacs, rounds=args.rounds,
-        min_run_time=args.min_run_time)
+        min_run_time=args.min_run_time, runtime=args.runtime, exporter=args.exporter)
     benchmark.Compare(measurements).print()
     print(markdown_table(rows))
     if args.json:

@@ -7,8 +7,14 @@ k-channel block) and the rest (`gather + fuse`: picking the k channels, scaling 
 MoD blocks' share of the model's forward. The speed-ups themselves, against baselines and bounds, come from
 `python -m timm_mod.tools.bench`.
 
+With ``--runtime onnxruntime`` or ``openvino`` the same split comes from the runtime's own profiler (ONNX Runtime's
+node profiling, OpenVINO's performance counters) over the exported model: each executed node is charged to the module
+it came from, layout reorders the runtime inserted are charged to a neighbouring node's module and counted apart, and
+the op types that cost most in the whole model are listed.
+
 Example:
     python -m timm_mod.tools.breakdown --models resnet50_mod,mobilenetv2_mod --threads 1 --batch-size 1
+    python -m timm_mod.tools.breakdown --models resnet86_mod --threads 1 --runtime onnxruntime
 """
 import argparse
 import statistics
@@ -22,9 +28,10 @@ import torch
 import torch.nn as nn
 
 from ..layers import MoDBlock
+from . import deploy
 from .bench import cpu_name
 
-__all__ = ['block_breakdown', 'markdown']
+__all__ = ['block_breakdown', 'runtime_breakdown', 'markdown', 'runtime_markdown']
 
 
 def _median_ms(times: List[float]) -> float:
@@ -87,6 +94,39 @@ def markdown(name: str, setting: str, result: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, iters: int = 20) -> Dict[str, Any]:
+    """Per-call times (ms) inside ONNX Runtime or OpenVINO: `model_ms` (all executed nodes), per MoD block `route_ms`,
+    `block_ms`, `gather_fuse_ms` (including `reorder_ms`, the runtime's layout reorders charged to the block) and
+    `total_ms`, and `ops`: time per op type over the whole model, most expensive first."""
+    profile = deploy.profile_onnxruntime if runtime == 'onnxruntime' else deploy.profile_openvino
+    nodes = profile(model.eval(), x, threads, iters)
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, MoDBlock)]
+    if not blocks:
+        raise ValueError(f'{type(model).__name__} has no MoD blocks to break down')
+    rows = []
+    for name, m in blocks:
+        mine = [n for n in nodes if n['scope'] == name or n['scope'].startswith(name + '.')]
+        part = {key: sum(n['ms'] for n in mine if n['scope'].startswith(f'{name}.{key}')) for key in ('selector', 'block')}
+        total = sum(n['ms'] for n in mine)
+        rows.append(dict(block=name, channels=m.channels, k=m.k, route_ms=part['selector'], block_ms=part['block'],
+                         gather_fuse_ms=total - part['selector'] - part['block'],
+                         reorder_ms=sum(n['ms'] for n in mine if n['inserted']), total_ms=total))
+    ops: Dict[str, float] = defaultdict(float)
+    for n in nodes:
+        ops[n['op']] += n['ms']
+    return dict(model_ms=sum(n['ms'] for n in nodes), blocks=rows,
+                ops=sorted(ops.items(), key=lambda kv: -kv[1]))
+
+
+def runtime_markdown(name: str, setting: str, result: Dict[str, Any], top_ops: int = 8) -> str:
+    """`markdown` for a runtime profile, with the reorders and the model's most expensive op types."""
+    text = markdown(name, setting, result)
+    reorders = sum(r['reorder_ms'] for r in result['blocks'])
+    ops = ', '.join(f'{op} {ms:.2f}' for op, ms in result['ops'][:top_ops])
+    return (f'{text}\n\nOf the gather + fuse time, {reorders:.3f} ms are layout reorders the runtime inserted. '
+            f'Whole model, ms per op type: {ops}.')
+
+
 def _int_list(text: str) -> List[int]:
     return [int(v) for v in text.split(',') if v]
 
@@ -99,8 +139,16 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=_int_list, default=[1], help='batch sizes (default 1)')
     parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model\'s own)')
     parser.add_argument('--iters', type=int, default=50, help='timed forwards per model (default 50)')
+    parser.add_argument('--runtime', default='eager', choices=('eager', 'onnxruntime', 'openvino'),
+                        help='eager (forward hooks in PyTorch) or the exported model in ONNX Runtime / OpenVINO '
+                             '(their profilers); default eager')
     parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (must not exist)')
     args = parser.parse_args(argv)
+    if args.runtime != 'eager':
+        try:
+            deploy.require(args.runtime)
+        except ImportError as e:
+            parser.error(str(e))
 
     models = [m for m in args.models.split(',') if m]
     known = set(timm.list_models())
@@ -123,9 +171,12 @@ def main(argv=None):
                 model = timm.create_model(name).eval()
                 size = args.img_size or model.pretrained_cfg['input_size'][-1]
                 x = torch.randn(bs, 3, size, size)
-                result = block_breakdown(model, x, args.iters)
                 setting = f'CPU ({cpu_name()}), {t} thread(s), batch {bs}, {size} px, torch {torch.__version__}'
-                sections.append(markdown(name, setting, result))
+                if args.runtime == 'eager':
+                    sections.append(markdown(name, setting, block_breakdown(model, x, args.iters)))
+                else:
+                    result = runtime_breakdown(model, x, args.runtime, t, args.iters)
+                    sections.append(runtime_markdown(name, f'{args.runtime}, {setting}', result))
                 print(sections[-1] + '\n', flush=True)
     if args.out:
         with open(args.out, 'w') as f:

@@ -17,7 +17,8 @@ from .paper import PAPER
 
 __all__ = ['load_rows', 'render_markdown', 'plot_figure3']
 
-SETTING_KEYS = ('source', 'device', 'gpu', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+SETTING_KEYS = ('source', 'device', 'gpu', 'runtime', 'exporter', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+RUNTIME_NAMES = {'eager': 'PyTorch eager', 'compile': 'torch.compile', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
 
 def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
@@ -30,17 +31,25 @@ def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
     return rows
 
 
+def runtime_of(row: Dict[str, Any]) -> str:
+    """'eager', 'compile', 'onnxruntime' or 'openvino' (rows written before --runtime existed: eager or compile)."""
+    return row.get('runtime') or ('compile' if row.get('compile') else 'eager')
+
+
 def _setting_title(row: Dict[str, Any]) -> str:
     where = f'GPU ({row["gpu"]})' if row['device'] == 'cuda' else f'CPU ({row["cpu"]}), {row["threads"]} thread(s)'
+    runtime = runtime_of(row)
     mode = row.get('compile')
-    compiled = 'torch.compile' + (f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
-    extras = [name for name, on in (('channels_last', row.get('channels_last')), ('AMP', row.get('amp')),
-                                    (compiled, mode)) if on]
+    name = RUNTIME_NAMES.get(runtime, runtime) + (f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
+    if row.get('exporter'):
+        name += f' ({row["exporter"]} ONNX export)'
+    precision = 'bfloat16' if runtime == 'openvino' and row.get('amp') else 'AMP'
+    extras = [label for label, on in (('channels_last', row.get('channels_last')), (precision, row.get('amp'))) if on]
     if row.get('rounds'):
         extras.append(f'{row["rounds"]} interleaved rounds')
     if row.get('malloc'):
         extras.append(f'malloc: `{row["malloc"]}`')
-    return f'{where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
+    return f'{name}, {where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
         f' (torch {row["torch"]}, timm {row["timm"]}; `{row.get("source", "-")}`)')
 
 
@@ -57,9 +66,9 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
     for group in groups.values():
         by_name = {r['model']: r for r in group}
         out.append(f'### {_setting_title(group[0])}\n')
-        out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | paper speed-up '
+        out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | of bound | paper speed-up '
                    '| train img/s | train speed-up |')
-        out.append('|---|---|---|---|---|---|---|---|---|---|')
+        out.append('|---|---|---|---|---|---|---|---|---|---|---|')
         for r in group:
             if r['model'].endswith('[bound]'):
                 continue
@@ -69,10 +78,11 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
             paper_speedup = None
             if paper is not None and base:
                 paper_speedup = paper.speedup_gpu if r['device'] == 'cuda' else paper.speedup_cpu
-            out.append('| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |'.format(
+            out.append('| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |'.format(
                 r['model'], base or '-', _fmt(r['params_m']), _fmt(r.get('gmacs')),
                 _fmt(r['latency_ms']), _fmt(r['latency_iqr_ms']),
                 _fmt(r['speedup']) if base else '-', _fmt(bound['speedup']) if bound else '-',
+                _fmt(r['speedup'] / bound['speedup']) if base and bound else '-',
                 _fmt(paper_speedup), _fmt(r.get('train_img_s'), '.1f'),
                 _fmt(r.get('train_speedup')) if base else '-'))
         out.append('')
