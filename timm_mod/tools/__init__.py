@@ -11,6 +11,11 @@ Measurement and analysis:
     report      BENCHMARKS.md and Figure 3 from the bench's JSON rows
     table       the README's parameter and MAC table
     selection   Figure 4: how often each channel is selected
+
+Shared by the tools (no command line):
     complexity  parameter and MAC counts (fvcore)
     paper       the paper's numbers, transcribed once
+
+A tool imports the packages of its extra (pyproject.toml: tools, train, data, plot, deploy) where it uses them, and
+names the pip install that provides one that is missing.
 """

@@ -42,8 +42,15 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-# Templates live beside the package in a source checkout; exporting is a maintainer's task run from one.
-CARDS_DIR = Path(__file__).resolve().parents[2] / 'hub_cards'
+
+def _cards_dir() -> Path:
+    """hub_cards/: inside the installed package (a wheel ships it there), else at the top of the source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / 'hub_cards'
+    return installed if installed.is_dir() else package.parent / 'hub_cards'
+
+
+CARDS_DIR = _cards_dir()
 # Card template of each family, keyed by the basename of the module that registers it (timm_mod.MODEL_MODULES)
 CARD_TEMPLATES = {
     'mod_resnet': 'resnet_mod.md', 'mod_mobilenetv2': 'mobilenetv2_mod.md', 'mod_cifar': 'cifar.md',
@@ -449,7 +456,7 @@ def export(
         except ImportError as e:
             raise HubError(str(e)) from e
     if not CARDS_DIR.is_dir():
-        raise HubError(f'model card templates not found in {CARDS_DIR}: export from a source checkout of timm-mod')
+        raise HubError(f'model card templates not found in {CARDS_DIR}: this timm-mod install is incomplete')
     cfg = _resolve_cfg(model_name)
     name, tag = cfg['architecture'], cfg['tag']
     out = Path(out)
