@@ -1,9 +1,9 @@
 """features_only and forward_intermediates: every option timm offers, for every registered model.
 
 Each model is built once plain, and once per option with the plain model's weights loaded the way a user loads a
-pretrained backbone (``pretrained=True`` with the weights in its pretrained cfg). The features must be the plain
-model's `forward_intermediates`, computed with autograd on: then no MoD block adds into a tensor in place, so the
-reference holds each stage's true output.
+pretrained backbone (``pretrained=True`` with the weights in its pretrained cfg). The features, computed under
+no_grad, must be the plain model's `forward_intermediates` computed with autograd on, where every MoD block takes its
+training path: an inference-only shortcut that changed a stage output after it was captured would show.
 """
 import itertools
 from typing import Dict, List, Tuple, Union
