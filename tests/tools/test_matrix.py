@@ -1,0 +1,102 @@
+"""The matrix runner: groups of bench settings in one process, unit by unit, within a budget."""
+import json
+
+import pytest
+import torch
+
+from timm_mod.tools import matrix
+from timm_mod.tools.matrix import Group, parse_group, run_matrix, units
+
+
+def test_a_group_reads_runtime_batch_sizes_training_and_bounds():
+    assert parse_group('eager bs=32,256 train bound') == Group('eager bs=32,256 train bound', False, None, (32, 256),
+                                                               True, True)
+    assert parse_group('compile:reduce-overhead bs=1') == Group('compile:reduce-overhead bs=1', True,
+                                                                'reduce-overhead', (1,), False, False)
+    assert parse_group('bs=64 compile').compile_mode is None
+
+
+@pytest.mark.parametrize('text', ['eager', 'bs=1', 'eager bs=1 fast', 'eager bs='])
+def test_a_group_without_runtime_or_batch_or_with_an_unknown_word_is_refused(text):
+    with pytest.raises(ValueError, match='group'):
+        parse_group(text)
+
+
+def test_units_run_batch_sizes_in_order_each_with_every_baseline_and_its_models():
+    group = parse_group('eager bs=256,32')
+    assert units(group, ['resnet50_mod', 'mobilenetv2_mod', 'resnet86_mod']) == [
+        (256, 'resnet50', ['resnet50_mod', 'resnet86_mod']), (256, 'mobilenetv2_100', ['mobilenetv2_mod']),
+        (32, 'resnet50', ['resnet50_mod', 'resnet86_mod']), (32, 'mobilenetv2_100', ['mobilenetv2_mod'])]
+    with pytest.raises(ValueError, match='no paired baseline'):
+        units(group, ['resnet50'])
+
+
+@pytest.fixture
+def fake_bench(monkeypatch):
+    """run_bench replaced by one that records its calls and returns a row per model."""
+    calls = []
+
+    def run_bench(names, batch_sizes, compile_model, compile_mode, bound, train, **kwargs):
+        calls.append(dict(names=names, bs=batch_sizes, compile=compile_model, mode=compile_mode, bound=bound,
+                          train=train, **kwargs))
+        return [dict(model=n, batch_size=batch_sizes[0]) for n in names], []
+
+    monkeypatch.setattr(matrix, 'run_bench', run_bench)
+    config = torch._dynamo.config  # a config module: monkeypatch would delete what it cannot see in its __dict__
+    saved = config.automatic_dynamic_shapes, config.recompile_limit
+    config.automatic_dynamic_shapes, config.recompile_limit = True, 8
+    yield calls
+    config.automatic_dynamic_shapes, config.recompile_limit = saved
+
+
+def test_every_unit_runs_in_order_and_its_rows_are_written_as_they_come(fake_bench, tmp_path):
+    path = tmp_path / 'rows.json'
+    groups = [parse_group('eager bs=4 train bound'), parse_group('compile:reduce-overhead bs=1')]
+    rows, records = run_matrix(groups, ['mobilenetv2_mod', 'resnet50_mod'], json_path=str(path), amp=True)
+    assert [(c['names'], c['bs'], c['compile'], c['mode'], c['train'], c['bound']) for c in fake_bench] == [
+        (['mobilenetv2_mod'], [4], False, None, True, True), (['resnet50_mod'], [4], False, None, True, True),
+        (['mobilenetv2_mod'], [1], True, 'reduce-overhead', False, False),
+        (['resnet50_mod'], [1], True, 'reduce-overhead', False, False)]
+    assert all(c['amp'] is True and c['gmacs'] is False for c in fake_bench)
+    assert json.loads(path.read_text()) == rows
+    assert [r['group'] for r in rows] == ['eager bs=4 train bound'] * 2 + ['compile:reduce-overhead bs=1'] * 2
+    assert not any(r['skipped'] for r in records)
+
+
+def test_compiled_units_get_static_graphs_and_room_for_every_model(fake_bench):
+    run_matrix([parse_group('compile bs=1')], ['resnet50_mod'])
+    assert torch._dynamo.config.automatic_dynamic_shapes is False
+    assert torch._dynamo.config.recompile_limit >= 64
+
+
+def test_units_that_would_overrun_the_budget_are_skipped_and_recorded(fake_bench, tmp_path):
+    path = tmp_path / 'rows.json'
+    # eager: 4 s per model first assumed, so a unit of resnet50 + 2 models + 2 bounds (20 s) fits in 30 s, a
+    # compiled one (3 models at 25 s) does not
+    groups = [parse_group('compile bs=1'), parse_group('eager bs=2 bound')]
+    rows, records = run_matrix(groups, ['resnet50_mod', 'resnet75_mod'], budget_s=30, json_path=str(path))
+    assert [(r['group'], r['skipped']) for r in records] == [('compile bs=1', True), ('eager bs=2 bound', False)]
+    assert records[0]['estimate_s'] == 75
+    assert [c['compile'] for c in fake_bench] == [False]
+    rows, records = run_matrix(groups, ['resnet50_mod'], budget_s=1, json_path=str(tmp_path / 'none.json'))
+    assert all(r['skipped'] for r in records)
+    assert json.loads((tmp_path / 'none.json').read_text()) == []  # a file saying nothing was measured
+
+
+def test_cli_refuses_existing_results_and_unknown_words(tmp_path):
+    path = tmp_path / 'rows.json'
+    path.write_text('[]')
+    with pytest.raises(SystemExit):
+        matrix.main(['--models', 'resnet50_mod', '--group', 'eager bs=1', '--json', str(path)])
+    with pytest.raises(SystemExit):
+        matrix.main(['--models', 'resnet50_mod', '--group', 'eager bs=1 quickly'])
+    assert path.read_text() == '[]'
+
+
+def test_a_real_unit_on_the_cpu_writes_bench_rows(tmp_path):
+    path = tmp_path / 'rows.json'
+    matrix.main(['--models', 'mobilenetv2_mod', '--group', 'eager bs=2 bound', '--img-size', '32', '--threads', '1',
+                 '--rounds', '1', '--min-run-time', '0', '--channels-last', '--json', str(path)])
+    rows = json.loads(path.read_text())
+    assert [r['model'] for r in rows] == ['mobilenetv2_100', 'mobilenetv2_mod', 'mobilenetv2_mod[bound]']
+    assert all(r['batch_size'] == 2 and r['channels_last'] and r['latency_ms'] > 0 for r in rows)

@@ -1,0 +1,216 @@
+"""Several settings of the bench in one process, within a wall-clock budget (benchmarks/gpu_matrix.sh runs it).
+
+Each --group is one setting of `python -m timm_mod.tools.bench`, in words separated by spaces:
+
+    eager | compile | compile:MODE   how the models run (compile:reduce-overhead: torch.compile with CUDA graphs)
+    bs=1,64                          batch sizes
+    train                            also time the training step (forward, backward, SGD step)
+    bound                            also time each MoD model with its MoD blocks replaced by identity
+
+e.g. ``--group 'eager bs=32,256 train bound' --group 'compile:reduce-overhead bs=1'``. The settings common to all
+groups (--models, --amp, --channels-last, --rounds, ...) are the bench's flags of the same names.
+
+Groups run in the order given, each in units of one baseline with its models at one batch size, timed in turn as
+the bench times them. After each unit every row so far is written to --json, so a run cut short keeps what it
+measured. Before a unit starts, its cost is estimated (its models times the seconds per model that units of the
+same kind, eager or compiled, have taken so far; at first 4 s eager and 25 s compiled, and never below those); a
+unit that would not end within --budget is skipped, and the log names it. So order groups by priority.
+
+One process serves every group: torch, timm and the models' code are imported once, and torch.compile's caches
+carry from unit to unit. Two dynamo settings make a compiled unit measure what a separate run of the bench would:
+a raised recompile limit (every model and batch size is a new graph of the same forward code, and past the default
+8 dynamo would silently run the rest eagerly) and no automatic dynamic shapes (each batch size gets its own static
+graph, not one with a symbolic batch); dynamo's caches are reset after each compiled unit.
+
+Example:
+    python -m timm_mod.tools.matrix --device cuda --models resnet50_mod,mobilenetv2_mod --amp --channels-last \\
+        --group 'eager bs=1,64 bound' --group 'compile bs=256' --budget 300 --json matrix.json
+"""
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+
+from .bench import run_bench
+from .paper import BASELINES
+
+__all__ = ['Group', 'parse_group', 'units', 'run_matrix']
+
+# Seconds per model first assumed for a unit, and the least ever assumed: model builds, warm-up and timing (eager);
+# plus torch.compile's tracing and code generation (compiled).
+FIRST_ESTIMATE_S = {'eager': 4.0, 'compile': 25.0}
+
+
+class Group(NamedTuple):
+    """One bench setting: how the models run, batch sizes, training step, bounds; `text` as written."""
+    text: str
+    compile: bool
+    compile_mode: Optional[str]
+    batch_sizes: Tuple[int, ...]
+    train: bool
+    bound: bool
+
+
+def parse_group(text: str) -> Group:
+    """'compile:reduce-overhead bs=1 bound' -> Group(...); raises ValueError naming what it does not understand."""
+    runtime, batch_sizes, train, bound = None, None, False, False
+    for word in text.split():
+        if word == 'eager' or word == 'compile' or word.startswith('compile:'):
+            runtime = word
+        elif word.startswith('bs='):
+            batch_sizes = tuple(int(v) for v in word[3:].split(',') if v)
+        elif word == 'train':
+            train = True
+        elif word == 'bound':
+            bound = True
+        else:
+            raise ValueError(f'group {text!r}: unknown word {word!r} (eager, compile[:MODE], bs=N[,N], train, bound)')
+    if runtime is None or not batch_sizes:
+        raise ValueError(f'group {text!r} needs a runtime (eager, compile, compile:MODE) and bs=N[,N...]')
+    mode = runtime.split(':', 1)[1] if ':' in runtime else None
+    return Group(text, runtime != 'eager', mode, batch_sizes, train, bound)
+
+
+def units(group: Group, models: List[str]) -> List[Tuple[int, str, List[str]]]:
+    """(batch size, baseline, its models) in run order: batch sizes as written, baselines in order of first use."""
+    families: Dict[str, List[str]] = {}
+    for name in models:
+        if name not in BASELINES:
+            raise ValueError(f'{name} has no paired baseline in timm_mod.tools.paper.BASELINES')
+        families.setdefault(BASELINES[name], []).append(name)
+    return [(bs, base, names) for bs in group.batch_sizes for base, names in families.items()]
+
+
+def _specs(names: List[str], bound: bool) -> int:
+    """Models timed in a unit: the baseline, the MoD models and (with `bound`) their bounds."""
+    return 1 + len(names) * (2 if bound else 1)
+
+
+def _configure_dynamo() -> None:
+    config = torch._dynamo.config
+    if hasattr(config, 'recompile_limit'):
+        config.recompile_limit = 64
+    else:  # torch < 2.6
+        config.cache_size_limit = 64
+    config.automatic_dynamic_shapes = False
+
+
+def _write(path: str, rows: List[Dict[str, Any]]) -> None:
+    """Every row so far, replacing the file this run started (written aside first, so never half-written)."""
+    with open(path + '.partial', 'w') as f:
+        json.dump(rows, f, indent=1)
+    os.replace(path + '.partial', path)
+
+
+def run_matrix(
+        groups: List[Group],
+        models: List[str],
+        device: str = 'cpu',
+        budget_s: float = float('inf'),
+        json_path: Optional[str] = None,
+        cudnn_benchmark: bool = False,
+        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+        **bench_kwargs: Any,
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Every group's units in order, skipping those that would not end within `budget_s` (see the module docstring).
+
+    Returns the bench's rows (each with its `group` and `cudnn_benchmark`) and one record per unit: what it ran, its
+    seconds, or why it was skipped. `bench_kwargs` go to `timm_mod.tools.bench.run_bench` (img_size, amp,
+    channels_last, rounds, min_run_time, threads).
+    """
+    _configure_dynamo()
+    if device == 'cuda':
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    start = time.perf_counter()
+    spent: Dict[str, List[float]] = {'eager': [], 'compile': []}  # seconds per model of finished units, per kind
+    plan = [(g, u) for g in groups for u in units(g, models)]
+    rows: List[Dict[str, Any]] = []
+    records: List[Dict[str, Any]] = []
+    for i, (group, (bs, base, names)) in enumerate(plan, 1):
+        kind = 'compile' if group.compile else 'eager'
+        per_model = max([FIRST_ESTIMATE_S[kind]] + spent[kind][-1:] + [sum(spent[kind]) / max(1, len(spent[kind]))])
+        estimate = per_model * _specs(names, group.bound)
+        left = budget_s - (time.perf_counter() - start)
+        what = f'[{group.text}] bs={bs} {base} + {",".join(names)}'
+        record = dict(group=group.text, batch_size=bs, baseline=base, models=names, estimate_s=round(estimate, 1))
+        if estimate > left:
+            log(f'matrix {i}/{len(plan)}: SKIPPED {what}: estimated {estimate:.0f} s, {left:.0f} s of the budget left')
+            records.append(dict(record, skipped=True))
+            continue
+        log(f'matrix {i}/{len(plan)}: {what} (estimated {estimate:.0f} s, {left:.0f} s left)')
+        t0 = time.perf_counter()
+        unit_rows, _ = run_bench(
+            names, device=device, batch_sizes=[bs], compile_model=group.compile, compile_mode=group.compile_mode,
+            bound=group.bound, train=group.train, gmacs=False, log=log, **bench_kwargs)
+        seconds = time.perf_counter() - t0
+        spent[kind].append(seconds / _specs(names, group.bound))
+        for row in unit_rows:
+            row.update(group=group.text, cudnn_benchmark=cudnn_benchmark if device == 'cuda' else None)
+        rows += unit_rows
+        records.append(dict(record, skipped=False, seconds=round(seconds, 1)))
+        log(f'matrix {i}/{len(plan)}: done in {seconds:.1f} s ({seconds / _specs(names, group.bound):.1f} s per model)')
+        if json_path:
+            _write(json_path, rows)
+        if group.compile:
+            torch._dynamo.reset()
+        gc.collect()
+        if device == 'cuda':
+            torch.cuda.empty_cache()
+    if json_path:
+        _write(json_path, rows)  # also when every unit was skipped: the file says so
+    total = time.perf_counter() - start
+    skipped = ['[{group}] bs={batch_size} {baseline}'.format(**r) for r in records if r['skipped']]
+    log(f'matrix: {len(records) - len(skipped)} of {len(records)} units in {total:.0f} s'
+        + (f'; skipped for the budget: {", ".join(skipped)}' if skipped else ''))
+    return rows, records
+
+
+def _int_list(text: str) -> List[int]:
+    return [int(v) for v in text.replace(' ', ',').split(',') if v]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.matrix', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--group', action='append', default=[], required=True,
+                        help='one bench setting, e.g. "eager bs=32,256 train bound" (repeat; run in order)')
+    parser.add_argument('--models', required=True,
+                        help='comma-separated MoD models; each brings its paired baseline')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
+    parser.add_argument('--img-size', type=int, default=None, help='input size (default: each model\'s own)')
+    parser.add_argument('--threads', type=_int_list, default=None, help='intra-op threads (default: all cores)')
+    parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on the CPU')
+    parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
+    parser.add_argument('--cudnn-benchmark', action='store_true',
+                        help='torch.backends.cudnn.benchmark = True (as timm\'s train.py sets it; default off, as in '
+                             'the bench); recorded in every row')
+    parser.add_argument('--rounds', type=int, default=3, help='interleaved rounds per unit (default 3)')
+    parser.add_argument('--min-run-time', type=float, default=0.05,
+                        help='seconds each round\'s blocked_autorange measures a model for (default 0.05)')
+    parser.add_argument('--budget', type=float, default=float('inf'),
+                        help='seconds this run may take; units that would end later are skipped (default: none)')
+    parser.add_argument('--json', metavar='FILE', help='write the rows to FILE as they come (must not exist)')
+    args = parser.parse_args(argv)
+    try:
+        groups = [parse_group(g) for g in args.group]
+        models = [m for m in args.models.split(',') if m]
+        for g in groups:
+            units(g, models)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is available')
+    if args.json and os.path.exists(args.json):
+        parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
+    run_matrix(groups, models, device=args.device, budget_s=args.budget, json_path=args.json,
+               cudnn_benchmark=args.cudnn_benchmark, img_size=args.img_size, threads=args.threads, amp=args.amp,
+               channels_last=args.channels_last, rounds=args.rounds, min_run_time=args.min_run_time)
+
+
+if __name__ == '__main__':
+    main()
