@@ -9,6 +9,7 @@ does), the commands run there instead.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,8 +42,15 @@ def _run(args, cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory) -> Path:
+    """The wheel of a copy of the checkout's sources: setuptools builds in the source tree, and a build/ folder left
+    there would carry deleted modules into later wheels."""
+    source = tmp_path_factory.mktemp('source')
+    for name in ('pyproject.toml', 'README.md'):
+        shutil.copy(ROOT / name, source / name)
+    for name in ('timm_mod', 'hub_cards'):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns('__pycache__'))
     dist = tmp_path_factory.mktemp('dist')
-    proc = _run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', str(ROOT), '-w', str(dist)], ROOT,
+    proc = _run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', str(source), '-w', str(dist)], source,
                 dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheels = list(dist.glob('timm_mod-*.whl'))
