@@ -7,6 +7,10 @@ Launchers and the Hub:
 
 Measurement and analysis:
     bench       speed against the paper's baselines and the bound, in eager, torch.compile, ONNX Runtime, OpenVINO
+    matrix      several bench settings in one process, within a time budget (benchmarks/gpu_matrix.sh)
+    blockbench  one MoD block against the standard block beside it, per stage: time and aten op counts
+    parity      every fast path of the MoD block (eager, channels_last, AMP, compile, CUDA graphs) against the plain
+                mechanism, on the CPU or a GPU
     breakdown   where a MoD model's time goes, block by block
     report      BENCHMARKS.md and Figure 3 from the bench's JSON rows
     table       the README's parameter and MAC table

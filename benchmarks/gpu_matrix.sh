@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The GPU matrix of issue 14, in under 8 minutes on one H200 (its environment included), in order of priority:
+#   1. parity: every fast path of the MoD block against the plain mechanism, on the GPU (python -m timm_mod.tools.parity)
+#   2. eager, AMP + channels_last, the paper's models of Tables 1-2 with their baselines and bounds
+#      (python -m timm_mod.tools.matrix, one process): inference and training step (forward, backward, SGD) at batch
+#      256 and 32, inference at batch 64, inference at batch 1
+#   3. one MoD block against the standard block beside it, per stage, inference and forward + backward, with aten op
+#      counts (python -m timm_mod.tools.blockbench): resnet50_mod and mobilenetv2_mod at batch 1, 32, 256
+#   4. torch.compile, AMP + channels_last, models and baselines (no bounds: each compile costs tens of seconds):
+#      inference at batch 256, CUDA graphs (mode reduce-overhead) at batch 1, inference at batch 64
+# Whatever would not end within LIMIT_S seconds (default 450) of the script's start is skipped, and the log says so;
+# compiled units go last for that reason.
+#
+# On the device (the device tool): first, here, carry timm as a wheel (the device has no internet; gpu_env.sh installs
+# it): echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: -d .whl timm==1.0.31
+# then run `bash benchmarks/gpu_matrix.sh` with carry [".whl"] and timeout_s 540. Results go to $OUT (the tool's
+# folder; else benchmarks/results): the bench rows as gpu-<card>-<date>-{eager,compile}.json (for
+# benchmarks/results/, where the report reads them), parity, block rows and the log in gpu-matrix-<card>-<date>/.
+# Dry run here: SMOKE=1 bash benchmarks/gpu_matrix.sh: every step on the CPU (1 thread), 32 px, tiny batches, one
+# round, torch.compile disabled (TORCH_COMPILE_DISABLE=1: the calls run eagerly) and parity without its compiled
+# paths; results in $OUT or a new temporary folder. STEPS="parity eager blocks compile" picks steps (a rerun);
+# MODELS picks models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+limit=${LIMIT_S:-450}
+steps=" ${STEPS:-parity eager blocks compile} "
+models=${MODELS:-resnet50_mod,resnet75_mod,resnet86_mod,mobilenetv2_mod,mobilenetv2_mod_l}
+block_models=${BLOCK_MODELS:-resnet50_mod,mobilenetv2_mod}
+stamp=$(date -u +%Y%m%d-%H%M%S)
+if [ "${SMOKE:-0}" = 1 ]; then
+  dev=cpu card=cpu-smoke py=${PYTHON:-.venv/bin/python}
+  out=${OUT:-$(mktemp -d)}
+  b1=1 b32=2 b64=3 b256=4 rounds=1 min_run_time=0 block_rounds=1 block_min_run_time=0
+  common=(--img-size 32 --channels-last)  # no --amp: bfloat16 on a CPU is another path, and slow
+  block_common=(--img-size 64 --channels-last)  # layer4 at 2 x 2: a training batch norm needs 2 values at batch 1
+  parity_flags=(--no-compile)
+  export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # 2 threads on a busy 2-core machine spin against each other
+else
+  dev=cuda py=${PYTHON:-python3}
+  out=${OUT:-benchmarks/results}
+  source benchmarks/gpu_env.sh  # sets $card, PYTHONPATH (the carried timm wheel), PYTHONUNBUFFERED
+  b1=1 b32=32 b64=64 b256=256 rounds=3 min_run_time=0.05 block_rounds=2 block_min_run_time=0.03
+  common=(--amp --channels-last)
+  block_common=("${common[@]}")
+  parity_flags=()
+fi
+prefix="gpu-${card}-${stamp}"
+extra="$out/gpu-matrix-${card}-${stamp}"
+mkdir -p "$extra"
+log="$extra/$prefix.log"
+exec > >(tee -a "$log") 2>&1
+left() { echo $((limit - SECONDS)); }
+step_done() { echo "[gpu_matrix] $1: $(($SECONDS - $2)) s (script at ${SECONDS} s of ${limit})"; }
+
+echo "[gpu_matrix] $(date -u) device $dev, models $models, blocks $block_models, steps${steps}, limit ${limit} s"
+echo "[gpu_matrix] batches $b1/$b32/$b64/$b256, rounds $rounds x ${min_run_time} s, ${common[*]}; blocks: rounds $block_rounds x ${block_min_run_time} s, ${block_common[*]}"
+if [ "$dev" = cuda ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+fi
+"$py" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+
+parity=skipped
+if [[ $steps == *" parity "* ]]; then
+  t=$SECONDS
+  if "$py" -m timm_mod.tools.parity --device "$dev" "${parity_flags[@]}" --json "$extra/$prefix-parity.json"; then
+    parity=passed
+  else
+    parity=FAILED
+  fi
+  step_done "parity ($parity)" $t
+fi
+
+if [[ $steps == *" eager "* ]]; then
+  t=$SECONDS
+  "$py" -m timm_mod.tools.matrix --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
+    --min-run-time "$min_run_time" --budget $(($(left) - 60)) --json "$out/$prefix-eager.json" \
+    --group "eager bs=$b256,$b32 train bound" --group "eager bs=$b64 bound" --group "eager bs=$b1 bound"
+  step_done eager $t
+fi
+
+if [[ $steps == *" blocks "* ]]; then
+  t=$SECONDS
+  if [ "$(left)" -gt 45 ]; then
+    "$py" -m timm_mod.tools.blockbench --device "$dev" --model "$block_models" --batch-size "$b1,$b32,$b256" \
+      "${block_common[@]}" --rounds "$block_rounds" --min-run-time "$block_min_run_time" \
+      --json "$extra/$prefix-blocks.json" --out "$extra/$prefix-blocks.md"
+  else
+    echo "[gpu_matrix] blocks: SKIPPED, $(left) s left"
+  fi
+  step_done blocks $t
+fi
+
+if [[ $steps == *" compile "* ]]; then
+  t=$SECONDS
+  if [ "${SMOKE:-0}" = 1 ]; then
+    export TORCH_COMPILE_DISABLE=1
+  fi
+  "$py" -m timm_mod.tools.matrix --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
+    --min-run-time "$min_run_time" --budget $(($(left) - 5)) --json "$out/$prefix-compile.json" \
+    --group "compile bs=$b256" --group "compile:reduce-overhead bs=$b1" --group "compile bs=$b64"
+  step_done compile $t
+fi
+
+echo "[gpu_matrix] done in ${SECONDS} s; parity $parity; results:"
+ls -l "$out"/"$prefix"-*.json "$extra"
