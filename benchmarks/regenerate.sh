@@ -49,6 +49,6 @@ fi
   "$py" -m timm_mod.tools.breakdown --models resnet50_mod --threads "$cores" --batch-size 32 --iters 6
 } > "$results/breakdown-cpu.md.partial"
 mv "$results/breakdown-cpu.md.partial" "$results/breakdown-cpu.md"  # never a half-written section
-"$py" -m timm_mod.tools.report "$results"/*.json --header benchmarks/header.md --footer "$results/breakdown-cpu.md" \
-  --footer benchmarks/dense.md \
+"$py" -m timm_mod.tools.report "$results"/*.json --header benchmarks/header.md --footer benchmarks/gpu.md \
+  --footer "$results/breakdown-cpu.md" --footer benchmarks/dense.md \
   --out BENCHMARKS.md --plot benchmarks/figures
