@@ -59,6 +59,9 @@ def test_smoke_run_writes_parity_blocks_and_log_beside_the_bench_rows(smoke):
     assert {(r['model'], r['batch_size'], r['mode']) for r in blocks} == {
         (m, bs, mode) for m in ('resnet50_mod', 'mobilenetv2_mod') for bs in (1, 2, 4) for mode in ('inference', 'train')}
     assert _one(extra, '*-blocks.md').read_text().startswith('#### resnet50_mod, inference')
+    cudnn = json.loads(_one(extra, '*-blocks-cudnn-benchmark.json').read_text())
+    assert {(r['model'], r['batch_size'], r['mode']) for r in cudnn} == {
+        (m, bs, 'train') for m in ('resnet50_mod', 'mobilenetv2_mod') for bs in (2, 4)}
     log = _one(extra, '*.log').read_text()
     assert 'parity (passed)' in log and 'skipped for the budget' not in log
     assert log.rstrip().endswith(stdout.rstrip().splitlines()[-1])
