@@ -100,3 +100,21 @@ def test_a_real_unit_on_the_cpu_writes_bench_rows(tmp_path):
     rows = json.loads(path.read_text())
     assert [r['model'] for r in rows] == ['mobilenetv2_100', 'mobilenetv2_mod', 'mobilenetv2_mod[bound]']
     assert all(r['batch_size'] == 2 and r['channels_last'] and r['latency_ms'] > 0 for r in rows)
+
+
+def test_estimates_follow_what_units_of_the_same_baseline_and_kind_took(monkeypatch, fake_bench):
+    clock = {'now': 0.0}
+    monkeypatch.setattr(matrix.time, 'perf_counter', lambda: clock['now'])
+    cost = {'resnet50': 10.0, 'mobilenetv2_100': 2.0}  # seconds per model, compiled
+
+    def timed(names, batch_sizes, **kwargs):
+        base = matrix.BASELINES[names[0]]
+        clock['now'] += cost[base] * (1 + len(names))
+        return [dict(model=n) for n in names], []
+
+    monkeypatch.setattr(matrix, 'run_bench', timed)
+    groups = [parse_group('compile bs=256'), parse_group('compile bs=1')]
+    _, records = run_matrix(groups, ['resnet50_mod', 'mobilenetv2_mod'], budget_s=1000)
+    # first compiled unit: 25 s per model; then the most any compiled unit took; then each baseline's own last
+    assert [r['estimate_s'] for r in records] == [50, 20, 20, 4]
+    assert [r['seconds'] for r in records] == [20, 4, 20, 4]

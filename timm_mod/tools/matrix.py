@@ -12,9 +12,9 @@ groups (--models, --amp, --channels-last, --rounds, ...) are the bench's flags o
 
 Groups run in the order given, each in units of one baseline with its models at one batch size, timed in turn as
 the bench times them. After each unit every row so far is written to --json, so a run cut short keeps what it
-measured. Before a unit starts, its cost is estimated (its models times the seconds per model that units of the
-same kind, eager or compiled, have taken so far; at first 4 s eager and 25 s compiled, and never below those); a
-unit that would not end within --budget is skipped, and the log names it. So order groups by priority.
+measured. Before a unit starts, its cost is estimated: its models times the seconds per model that the last unit
+of the same kind (eager or compiled) and baseline took, else the most a unit of that kind took, else 4 s eager and
+25 s compiled. A unit that would not end within --budget is skipped, and the log names it: order groups by priority.
 
 One process serves every group: torch, timm and the models' code are imported once, and torch.compile's caches
 carry from unit to unit. Two dynamo settings make a compiled unit measure what a separate run of the bench would:
@@ -91,6 +91,15 @@ def _specs(names: List[str], bound: bool) -> int:
     return 1 + len(names) * (2 if bound else 1)
 
 
+def _per_model_estimate(spent: Dict[Tuple[str, str], List[float]], kind: str, base: str) -> float:
+    """Seconds per model of a unit: what the last unit of the same kind and baseline took, else the most any unit of
+    that kind took, else `FIRST_ESTIMATE_S`."""
+    if spent.get((kind, base)):
+        return spent[(kind, base)][-1]
+    same_kind = [t for (k, _), times in spent.items() if k == kind for t in times]
+    return max(same_kind) if same_kind else FIRST_ESTIMATE_S[kind]
+
+
 def _configure_dynamo() -> None:
     config = torch._dynamo.config
     if hasattr(config, 'recompile_limit'):
@@ -127,14 +136,13 @@ def run_matrix(
     if device == 'cuda':
         torch.backends.cudnn.benchmark = cudnn_benchmark
     start = time.perf_counter()
-    spent: Dict[str, List[float]] = {'eager': [], 'compile': []}  # seconds per model of finished units, per kind
+    spent: Dict[Tuple[str, str], List[float]] = {}  # (kind, baseline) -> seconds per model of its finished units
     plan = [(g, u) for g in groups for u in units(g, models)]
     rows: List[Dict[str, Any]] = []
     records: List[Dict[str, Any]] = []
     for i, (group, (bs, base, names)) in enumerate(plan, 1):
         kind = 'compile' if group.compile else 'eager'
-        per_model = max([FIRST_ESTIMATE_S[kind]] + spent[kind][-1:] + [sum(spent[kind]) / max(1, len(spent[kind]))])
-        estimate = per_model * _specs(names, group.bound)
+        estimate = _per_model_estimate(spent, kind, base) * _specs(names, group.bound)
         left = budget_s - (time.perf_counter() - start)
         what = f'[{group.text}] bs={bs} {base} + {",".join(names)}'
         record = dict(group=group.text, batch_size=bs, baseline=base, models=names, estimate_s=round(estimate, 1))
@@ -148,7 +156,7 @@ def run_matrix(
             names, device=device, batch_sizes=[bs], compile_model=group.compile, compile_mode=group.compile_mode,
             bound=group.bound, train=group.train, gmacs=False, log=log, **bench_kwargs)
         seconds = time.perf_counter() - t0
-        spent[kind].append(seconds / _specs(names, group.bound))
+        spent.setdefault((kind, base), []).append(seconds / _specs(names, group.bound))
         for row in unit_rows:
             row.update(group=group.text, cudnn_benchmark=cudnn_benchmark if device == 'cuda' else None)
         rows += unit_rows
