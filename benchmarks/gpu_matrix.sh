@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU matrix of issue 14, in under 8 minutes on one H200 (its environment included), in order of priority:
-#   1. parity: every fast path of the MoD block against the plain mechanism, on the GPU (python -m timm_mod.tools.parity)
+#   1. parity: every fast path of the MoD block against the plain mechanism, on the GPU
+#      (python -m timm_mod.tools.parity)
 #   2. eager, AMP + channels_last, the paper's models of Tables 1-2 with their baselines and bounds
 #      (python -m timm_mod.tools.matrix, one process): inference and training step (forward, backward, SGD) at batch
 #      256 and 32, inference at batch 64, inference at batch 1
@@ -54,11 +55,12 @@ left() { echo $((limit - SECONDS)); }
 step_done() { echo "[gpu_matrix] $1: $(($SECONDS - $2)) s (script at ${SECONDS} s of ${limit})"; }
 
 echo "[gpu_matrix] $(date -u) device $dev, models $models, blocks $block_models, steps${steps}, limit ${limit} s"
-echo "[gpu_matrix] batches $b1/$b32/$b64/$b256, rounds $rounds x ${min_run_time} s, ${common[*]}; blocks: rounds $block_rounds x ${block_min_run_time} s, ${block_common[*]}"
+echo "[gpu_matrix] batches $b1/$b32/$b64/$b256, rounds $rounds x ${min_run_time} s, ${common[*]}"
+echo "[gpu_matrix] blocks: rounds $block_rounds x ${block_min_run_time} s, ${block_common[*]}"
 if [ "$dev" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 fi
-"$py" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+"$py" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.is_available())"
 
 parity=skipped
 if [[ $steps == *" parity "* ]]; then

@@ -1,6 +1,5 @@
 """The block micro-benchmark: which blocks it compares, at which shapes, and how it counts their aten ops."""
 import json
-from collections import Counter
 
 import pytest
 import timm

@@ -57,7 +57,8 @@ def test_smoke_run_writes_parity_blocks_and_log_beside_the_bench_rows(smoke):
     assert parity and all(r['ok'] for r in parity)
     blocks = json.loads(_one(extra, '*-blocks.json').read_text())
     assert {(r['model'], r['batch_size'], r['mode']) for r in blocks} == {
-        (m, bs, mode) for m in ('resnet50_mod', 'mobilenetv2_mod') for bs in (1, 2, 4) for mode in ('inference', 'train')}
+        (m, bs, mode)
+        for m in ('resnet50_mod', 'mobilenetv2_mod') for bs in (1, 2, 4) for mode in ('inference', 'train')}
     assert _one(extra, '*-blocks.md').read_text().startswith('#### resnet50_mod, inference')
     cudnn = json.loads(_one(extra, '*-blocks-cudnn-benchmark.json').read_text())
     assert {(r['model'], r['batch_size'], r['mode']) for r in cudnn} == {

@@ -31,7 +31,8 @@ def _failed(rows):
 def test_every_eager_path_of_every_checked_block_matches_the_reference():
     cases = default_cases('cpu', compile_paths=False)
     assert {(c.mode, c.batch_size, c.channels_last, c.amp) for c in cases} == {
-        (m, b, cl, amp) for m in ('inference', 'train') for b in (1, 3) for cl in (False, True) for amp in (False, True)}
+        (m, b, cl, amp)
+        for m in ('inference', 'train') for b in (1, 3) for cl in (False, True) for amp in (False, True)}
     rows = check_parity('cpu', cases)
     assert not _failed(rows)
     assert {r['fusion'] for r in rows} == {'first', 'last', 'original'}

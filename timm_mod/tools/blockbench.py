@@ -31,7 +31,7 @@ import json
 import os
 import sys
 from collections import Counter, defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import timm
@@ -203,7 +203,7 @@ def count_block_ops(module: nn.Module, x: torch.Tensor, train: bool = False, amp
     module.train(train)
     x = x.detach().requires_grad_(train)
     try:
-        phases = _mod_phases(module, counter) if isinstance(module, MoDBlock) else _nothing()
+        phases = _mod_phases(module, counter) if isinstance(module, MoDBlock) else nullcontext()
         with counter, phases:
             if not train:
                 _call(module, x, False, amp)
@@ -217,11 +217,6 @@ def count_block_ops(module: nn.Module, x: torch.Tensor, train: bool = False, amp
         for p in module.parameters():
             p.grad = None
     return counter
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _ops_summary(counter: OpCounter, phases: Tuple[str, ...]) -> Dict[str, Any]:
@@ -394,7 +389,8 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
                     '|---|---|---|---|---|---|---|']
         for r in group:
             std_ops, mod_ops = _op_cells(r)
-            head = f'| {r["mod_block"]} | {r["channels"]} | {r["k"]} | {r["height"]} x {r["width"]} | {r["std_block"]} |'
+            head = (f'| {r["mod_block"]} | {r["channels"]} | {r["k"]} | {r["height"]} x {r["width"]} | '
+                    f'{r["std_block"]} |')
             if timed:
                 out.append(f'{head} {_ms(r, "standard")} | {_ms(r, "mod")} | {r["speedup"]:.2f} | '
                            f'{_ms(r, "k-block")} | {_ms(r, "selector")} | {std_ops} | {mod_ops} |')
@@ -445,7 +441,8 @@ def main(argv=None):
     unknown = [m for m in models if m not in known]
     if unknown:
         parser.error(f'unknown model(s): {", ".join(unknown)}')
-    plain = [m for m in models if not any(isinstance(b, MoDBlock) for b in timm.create_model(m, device='meta').modules())]
+    plain = [m for m in models
+             if not any(isinstance(b, MoDBlock) for b in timm.create_model(m, device='meta').modules())]
     if plain:
         parser.error(f'no MoD blocks in: {", ".join(plain)}')
     modes = tuple(m for m in args.mode.split(',') if m)
