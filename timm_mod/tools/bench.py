@@ -37,7 +37,7 @@ from . import deploy
 from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
-__all__ = ['default_models', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
+__all__ = ['default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
 
 
 def default_models() -> List[str]:
@@ -183,6 +183,20 @@ def _prepare(
     return row, infer, step
 
 
+def configure_dynamo() -> None:
+    """Make every compiled model and batch size its own static graph, as a separate run of the bench would.
+
+    Each model and batch size is a new graph of the same forward code: past dynamo's default recompile limit (8) the
+    rest would silently run eagerly, and a second batch size would get one graph with a symbolic batch.
+    """
+    config = torch._dynamo.config
+    if hasattr(config, 'recompile_limit'):
+        config.recompile_limit = 64
+    else:  # torch < 2.6
+        config.cache_size_limit = 64
+    config.automatic_dynamic_shapes = False
+
+
 def _warm_up(fns, device: torch.device, calls: int) -> Optional[float]:
     """Runs each call `calls` times (lazy init, compilation, CUDA graph capture) before any timing.
 
@@ -249,6 +263,7 @@ def run_bench(
     dev = torch.device(device)
     if runtime == 'compile' or compile_model:
         compile_model, runtime = True, 'compile'
+        configure_dynamo()
     if runtime in ('onnxruntime', 'openvino'):
         deploy.require(runtime)
         if dev.type != 'cpu' or compile_model or channels_last:

@@ -16,11 +16,13 @@ import importlib.util
 import os
 import tempfile
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ..layers import MoDBlock
 
 __all__ = [
     'RUNTIMES', 'EXPORTERS', 'require', 'export_onnx', 'onnxruntime_session', 'openvino_model', 'runner',
@@ -220,12 +222,13 @@ def _scope_of(names: str) -> Optional[str]:
     return None
 
 
-def _openvino_scopes(compiled) -> Dict[str, Tuple[str, bool]]:
+def _openvino_scopes(compiled, wrappers: Sequence[str] = ()) -> Dict[str, Tuple[str, bool]]:
     """Executed node -> (module scope, whether OpenVINO inserted it), from the runtime graph.
 
     A node carries the names of the layers fused into it; a convolution whose batch norm was folded in is named
-    after the folding and carries no module, so it takes the scope of the node consuming its output, else of its
-    input (as `_optimized_scopes` does for ONNX Runtime). Reorders are inserted nodes.
+    after the folding and carries no module, so it takes the scope of the node feeding it, and a reorder (an
+    inserted node) that of the node it feeds. A folded convolution never belongs to one of the `wrappers` themselves
+    (a MoD block's own nodes are named): next to one it takes its other neighbour's scope.
     """
     ops = compiled.get_runtime_model().get_ops()
     found: Dict[str, Tuple[str, bool]] = {}
@@ -246,10 +249,16 @@ def _openvino_scopes(compiled) -> Dict[str, Tuple[str, bool]]:
             name = op.get_friendly_name()
             if name in found:
                 continue
-            near = consumers.get(name, []) + [i.get_source_output().get_node().get_friendly_name() for i in op.inputs()]
+            reorder = op.get_rt_info()['layerType'].astype(str) == 'Reorder'
+            producers = [i.get_source_output().get_node().get_friendly_name() for i in op.inputs()]
+            # a reorder serves the node after it; a folded convolution continues the node before it (after it may
+            # already be the next block)
+            near = consumers.get(name, []) + producers if reorder else producers + consumers.get(name, [])
             near = [found[n][0] for n in near if n in found]
+            if not reorder:
+                near = [n for n in near if n not in wrappers] or near
             if near:
-                found[name] = (near[0], op.get_rt_info()['layerType'].astype(str) == 'Reorder')
+                found[name] = (near[0], reorder)
     return found
 
 
@@ -261,7 +270,7 @@ def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iter
     """
     require('openvino')
     compiled = openvino_model(model, example, threads, bf16, profile=True)
-    found = _openvino_scopes(compiled)
+    found = _openvino_scopes(compiled, [name for name, m in model.named_modules() if isinstance(m, MoDBlock)])
     request = compiled.create_infer_request()
     x = example.numpy()
     for _ in range(3):

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .bench import run_bench
+from .bench import configure_dynamo, run_bench
 from .paper import BASELINES
 
 __all__ = ['Group', 'parse_group', 'units', 'run_matrix']
@@ -100,15 +100,6 @@ def _per_model_estimate(spent: Dict[Tuple[str, str], List[float]], kind: str, ba
     return max(same_kind) if same_kind else FIRST_ESTIMATE_S[kind]
 
 
-def _configure_dynamo() -> None:
-    config = torch._dynamo.config
-    if hasattr(config, 'recompile_limit'):
-        config.recompile_limit = 64
-    else:  # torch < 2.6
-        config.cache_size_limit = 64
-    config.automatic_dynamic_shapes = False
-
-
 def _write(path: str, rows: List[Dict[str, Any]]) -> None:
     """Every row so far, replacing the file this run started (written aside first, so never half-written)."""
     with open(path + '.partial', 'w') as f:
@@ -132,7 +123,7 @@ def run_matrix(
     seconds, or why it was skipped. `bench_kwargs` go to `timm_mod.tools.bench.run_bench` (img_size, amp,
     channels_last, rounds, min_run_time, threads).
     """
-    _configure_dynamo()
+    configure_dynamo()
     if device == 'cuda':
         torch.backends.cudnn.benchmark = cudnn_benchmark
     start = time.perf_counter()
