@@ -180,3 +180,20 @@ def test_runtime_breakdown_charges_every_node_to_a_mod_block_part_or_the_rest(ru
         assert r['total_ms'] == pytest.approx(r['route_ms'] + r['block_ms'] + r['gather_fuse_ms'])
     assert result['model_ms'] > sum(r['total_ms'] for r in rows)  # the standard blocks, stem and head
     assert result['model_ms'] == pytest.approx(sum(ms for _, ms in result['ops']))
+
+
+def test_payoff_table_lists_each_setting_with_speedup_and_fraction_of_bound(tmp_path):
+    row = dict(device='cpu', threads=1, batch_size=1, runtime='openvino', exporter=None, amp=False, cpu='x',
+               torch='2', timm='1', params_m=1., latency_ms=1., latency_iqr_ms=0.)
+    rows = [dict(row, model='resnet50', speedup=1.0), dict(row, model='resnet50_mod', speedup=1.5),
+            dict(row, model='resnet50_mod[bound]', speedup=1.6), dict(row, model='resnet86_mod', speedup=0.96),
+            dict(row, batch_size=32, model='resnet50_mod', speedup=1.2)]
+    table = report.render_payoff(rows)
+    assert '| OpenVINO | CPU, 1 thread | 1 | 1.50 (0.94) |  | **0.96** |' in table
+    assert '| OpenVINO | CPU, 1 thread | 32 | 1.20 |' in table
+    readme = tmp_path / 'README.md'
+    readme.write_text('intro\n<!-- payoff:begin -->\nold\n<!-- payoff:end -->\nrest\n')
+    rows_file = tmp_path / 'rows.json'
+    rows_file.write_text(json.dumps(rows))
+    report.main([str(rows_file), '--out', str(tmp_path / 'B.md'), '--payoff', str(readme)])
+    assert readme.read_text() == f'intro\n<!-- payoff:begin -->\n{table}\n<!-- payoff:end -->\nrest\n'

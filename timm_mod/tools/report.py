@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ._extras import import_extra
+from ._markdown import has_section, replace_section
 from .paper import PAPER
 
-__all__ = ['load_rows', 'render_markdown', 'plot_figure3']
+__all__ = ['load_rows', 'render_markdown', 'render_payoff', 'plot_figure3']
 
 SETTING_KEYS = ('source', 'device', 'gpu', 'runtime', 'exporter', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
 RUNTIME_NAMES = {'eager': 'PyTorch eager', 'compile': 'torch.compile', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
@@ -59,11 +60,8 @@ def _fmt(value: Optional[float], spec: str = '.2f') -> str:
 
 def render_markdown(rows: List[Dict[str, Any]]) -> str:
     """One table per setting: ours (speed-up vs the paired baseline, bound) beside the paper's speed-up."""
-    groups: 'OrderedDict[tuple, List[Dict[str, Any]]]' = OrderedDict()
-    for row in rows:
-        groups.setdefault(tuple(row.get(k) for k in SETTING_KEYS), []).append(row)
     out = []
-    for group in groups.values():
+    for group in _groups(rows).values():
         by_name = {r['model']: r for r in group}
         out.append(f'### {_setting_title(group[0])}\n')
         out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | of bound | paper speed-up '
@@ -87,6 +85,54 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
                 _fmt(r.get('train_speedup')) if base else '-'))
         out.append('')
     return '\n'.join(out)
+
+
+PAYOFF_MODELS = ('resnet50_mod', 'resnet75_mod', 'resnet86_mod', 'mobilenetv2_mod', 'mobilenetv2_mod_l')
+
+
+def _groups(rows: List[Dict[str, Any]]) -> 'OrderedDict[tuple, List[Dict[str, Any]]]':
+    groups: 'OrderedDict[tuple, List[Dict[str, Any]]]' = OrderedDict()
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in SETTING_KEYS), []).append(row)
+    return groups
+
+
+def _payoff_label(row: Dict[str, Any]) -> str:
+    runtime = runtime_of(row)
+    name = RUNTIME_NAMES.get(runtime, runtime)
+    mode = row.get('compile')
+    if isinstance(mode, str) and mode != 'default':
+        name += f' ({mode})'
+    if row['device'] == 'cuda':
+        where = f'GPU {(row.get("gpu") or "").replace("NVIDIA ", "")}'
+    else:
+        where = f'CPU, {row["threads"]} thread{"s" if row["threads"] > 1 else ""}'
+    extras = ' AMP' if row.get('amp') and row['device'] == 'cuda' else (' bf16' if row.get('amp') else '')
+    return f'{name} | {where}{extras} | {row["batch_size"]}'
+
+
+def render_payoff(rows: List[Dict[str, Any]]) -> str:
+    """One line per measured setting: each paper model's speed-up over its baseline and, in brackets, the fraction of
+    its bound it reaches; a speed-up below 1 (slower than the baseline) in bold. Training lines where measured."""
+    lines = ['| runtime | device | batch | ' + ' | '.join(PAYOFF_MODELS) + ' |',
+             '|---|---|---|' + '---|' * len(PAYOFF_MODELS)]
+    for group in _groups(rows).values():
+        by_name = {r['model']: r for r in group}
+        if not any(m in by_name for m in PAYOFF_MODELS):
+            continue
+        for key, label in (('speedup', ''), ('train_speedup', ', training')):
+            if not any(by_name.get(m, {}).get(key) for m in PAYOFF_MODELS):
+                continue
+            cells = []
+            for m in PAYOFF_MODELS:
+                value, bound = by_name.get(m, {}).get(key), by_name.get(f'{m}[bound]', {}).get(key)
+                if value is None:
+                    cells.append('')
+                    continue
+                text = f'**{value:.2f}**' if round(value, 2) < 1 else f'{value:.2f}'
+                cells.append(text + (f' ({value / bound:.2f})' if bound else ''))
+            lines.append(f'| {_payoff_label(group[0])}{label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
@@ -145,10 +191,15 @@ def main(argv=None):
     parser.add_argument('--footer', action='append', default=[],
                         help='markdown file placed after the tables (repeat for several, in order)')
     parser.add_argument('--plot', metavar='DIR', help='also draw Figure 3 into DIR')
+    parser.add_argument('--payoff', metavar='FILE',
+                        help='rewrite the where-MoD-pays-off table (speed-up and fraction of bound per runtime and '
+                             'setting) between the <!-- payoff:begin/end --> markers in FILE')
     args = parser.parse_args(argv)
     missing = [p for p in args.json + [args.header] + args.footer if p and not Path(p).is_file()]
     if missing:
         parser.error(f'no such benchmark file: {", ".join(missing)}')
+    if args.payoff and not has_section(args.payoff, 'payoff'):
+        parser.error(f'{args.payoff} has no <!-- payoff:begin --> marker')
     if args.plot:
         try:
             import_extra('matplotlib', 'plot', '--plot')  # known before anything is written
@@ -165,6 +216,9 @@ def main(argv=None):
     if args.plot:
         for path in plot_figure3(rows, args.plot):
             print(f'wrote {path}', file=sys.stderr)
+    if args.payoff:
+        replace_section(args.payoff, 'payoff', render_payoff(rows))
+        print(f'updated the payoff table in {args.payoff}', file=sys.stderr)
 
 
 if __name__ == '__main__':

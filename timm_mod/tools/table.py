@@ -4,18 +4,17 @@
     python -m timm_mod.tools.table --update README.md # replace the table between its markers in README.md
 """
 import argparse
-import re
 import sys
-from pathlib import Path
 from typing import List
 
 import timm
 
 from ..models import list_models
+from ._markdown import has_section, replace_section
 from .complexity import count_gmacs, count_params_m
 from .paper import PAPER
 
-BEGIN, END = '<!-- model-table:begin -->', '<!-- model-table:end -->'
+SECTION = 'model-table'
 
 
 def model_table(names: List[str]) -> str:
@@ -36,23 +35,20 @@ def model_table(names: List[str]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='', help='comma-separated model names (default: every timm_mod model)')
-    parser.add_argument('--update', metavar='FILE', help=f'rewrite the table between {BEGIN} and {END} in FILE')
+    parser.add_argument('--update', metavar='FILE', help=f'rewrite the table between the <!-- {SECTION}:begin/end --> markers in FILE')
     args = parser.parse_args(argv)
     names = args.models.split(',') if args.models else list_models()
     unknown = [n for n in names if n not in timm.list_models()]
     if unknown:
         parser.error(f'unknown model(s): {", ".join(unknown)}')
-    if args.update and BEGIN not in Path(args.update).read_text():
-        parser.error(f'{args.update} has no {BEGIN} marker')
+    if args.update and not has_section(args.update, SECTION):
+        parser.error(f'{args.update} has no <!-- {SECTION}:begin --> marker')
     table = model_table(names)
     if not args.update:
         print(table)
         return
-    path = Path(args.update)
-    text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + '.*?' + re.escape(END), re.S)
-    path.write_text(pattern.sub(lambda _: f'{BEGIN}\n{table}\n{END}', text))
-    print(f'updated the model table in {path}', file=sys.stderr)
+    replace_section(args.update, SECTION, table)
+    print(f'updated the model table in {args.update}', file=sys.stderr)
 
 
 if __name__ == '__main__':
