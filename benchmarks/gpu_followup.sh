@@ -7,8 +7,8 @@ out=${OUT:-benchmarks/results}
 source benchmarks/gpu_env.sh
 main=resnet50_mod,resnet75_mod,resnet86_mod,resnet101_mod,resnet152_mod,resnet18_mod,resnet34_mod,mobilenetv2_mod,mobilenetv2_mod_l
 python3 -m timm_mod.tools.bench --device cuda --models "$main" --batch-size 256 --amp --channels-last --no-gmacs \
-  --rounds 4 --min-run-time 0.1 --json "$out/gpu-${card}-eager-bs256-v2.json" >"$out/gpu-${card}-eager-bs256-v2.log"
-tail -14 "$out/gpu-${card}-eager-bs256-v2.log"
+  --rounds 4 --min-run-time 0.1 --json "$out/gpu-${card}-eager2-bs256.json" >"$out/gpu-${card}-eager2-bs256.log"
+tail -14 "$out/gpu-${card}-eager2-bs256.log"
 python3 -m timm_mod.tools.bench --device cuda --models resnet50_mod,mobilenetv2_mod --batch-size 1 --amp --channels-last \
   --compile --compile-mode reduce-overhead --no-train --no-gmacs --rounds 4 --min-run-time 0.1 \
   --json "$out/gpu-${card}-cudagraphs-bs1.json" >"$out/gpu-${card}-cudagraphs-bs1.log" 2>&1

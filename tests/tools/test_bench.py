@@ -197,3 +197,14 @@ def test_payoff_table_lists_each_setting_with_speedup_and_fraction_of_bound(tmp_
     rows_file.write_text(json.dumps(rows))
     report.main([str(rows_file), '--out', str(tmp_path / 'B.md'), '--payoff', str(readme)])
     assert readme.read_text() == f'intro\n<!-- payoff:begin -->\n{table}\n<!-- payoff:end -->\nrest\n'
+
+
+def test_payoff_table_takes_a_setting_measured_twice_from_the_later_run():
+    row = dict(device='cpu', threads=1, batch_size=1, runtime='eager', exporter=None, amp=False, cpu='x',
+               torch='2', timm='1', params_m=1., latency_ms=1., latency_iqr_ms=0.)
+    earlier = [dict(row, source='run1.json', model='resnet50', speedup=1.0),
+               dict(row, source='run1.json', model='resnet50_mod', speedup=1.3)]
+    later = [dict(r, source='run2.json', speedup=1.4 if r['speedup'] > 1 else 1.0) for r in earlier]
+    table = report.render_payoff(earlier + later).splitlines()
+    expected = '| PyTorch eager | CPU, 1 thread | 1 | 1.40 |' + '  |' * 4
+    assert [line for line in table if 'CPU, 1 thread' in line] == [expected]

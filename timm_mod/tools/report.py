@@ -113,13 +113,19 @@ def _payoff_label(row: Dict[str, Any]) -> str:
 
 def render_payoff(rows: List[Dict[str, Any]]) -> str:
     """One line per measured setting: each paper model's speed-up over its baseline and, in brackets, the fraction of
-    its bound it reaches; a speed-up below 1 (slower than the baseline) in bold. Training lines where measured."""
+    its bound it reaches; a speed-up below 1 (slower than the baseline) in bold. Training lines where measured.
+
+    Where several files measured the same setting, the one read last (a later run) gives the line.
+    """
     lines = ['| runtime | device | batch | ' + ' | '.join(PAYOFF_MODELS) + ' |',
              '|---|---|---|' + '---|' * len(PAYOFF_MODELS)]
+    latest: Dict[str, List[Dict[str, Any]]] = {}
     for group in _groups(rows).values():
+        if any(r['model'] in PAYOFF_MODELS for r in group):
+            latest.pop(_payoff_label(group[0]), None)  # re-inserted: lines keep the order of the runs that give them
+            latest[_payoff_label(group[0])] = group
+    for group in latest.values():
         by_name = {r['model']: r for r in group}
-        if not any(m in by_name for m in PAYOFF_MODELS):
-            continue
         for key, label in (('speedup', ''), ('train_speedup', ', training')):
             if not any(by_name.get(m, {}).get(key) for m in PAYOFF_MODELS):
                 continue
