@@ -8,31 +8,15 @@ routing, in inference and in training mode.
 from typing import Dict, List
 
 import pytest
-import timm
 import torch
 import torch.nn as nn
 from timm.models import create_feature_extractor as timm_feature_extractor
 
-import timm_mod
+from mod_cases import CASES, build_case
 from timm_mod import MoDBlock
 
-CASES = {
-    'BasicBlock/first': (lambda: timm.create_model('resnet18_mod_cifar'), 32),
-    'Bottleneck/last': (lambda: timm.create_model('resnet50_mod_lk', mod_c=32), 32),
-    'InvertedResidual': (lambda: timm.create_model('mobilenetv2_mod'), 64),
-    'DepthwiseSeparableConv': (lambda: timm_mod.mod('mobilenetv1_100', c=64), 64),
-    'ConvNeXtBlock': (lambda: timm_mod.mod('convnext_atto'), 64),
-    'RegNetBottleneck': (lambda: timm_mod.mod('regnety_002', c=16), 64),
-    'ConvNormAct': (lambda: timm.create_model('vgg16_bn_mod_cifar'), 32),
-    'original': (lambda: timm.create_model('resnet18_mod_cifar', mod_fusion='original'), 32),
-    'random': (lambda: timm.create_model('resnet18_mod_cifar', mod_routing='random'), 32),
-}
-
-
 def _model(case: str, train: bool = False):
-    torch.manual_seed(0)
-    build, size = CASES[case]
-    model = build().train(train)
+    model, size = build_case(case, train)
     return model, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 

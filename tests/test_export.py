@@ -9,40 +9,22 @@ import warnings
 
 import numpy as np
 import pytest
-import timm
 import torch
 import torch.fx.experimental._config
 import torch.nn as nn
 
-import timm_mod
+from mod_cases import CASES, build_case
 from timm_mod import ChannelSelector, MoDBlock
 
 ort = pytest.importorskip('onnxruntime', reason='pip install -e ".[deploy]"')
 ov = pytest.importorskip('openvino', reason='pip install -e ".[deploy]"')
 
-# (id, builder, input size): one model per block adapter, then the fusions and routings not covered by those
-CASES = {
-    'BasicBlock/first': (lambda: timm.create_model('resnet18_mod_cifar'), 32),
-    'Bottleneck/last': (lambda: timm.create_model('resnet50_mod_lk', mod_c=32), 32),
-    'InvertedResidual': (lambda: timm.create_model('mobilenetv2_mod'), 64),
-    'InvertedResidual-SE': (lambda: timm.create_model('mobilenetv3_large_100_mod'), 64),
-    'DepthwiseSeparableConv': (lambda: timm_mod.mod('mobilenetv1_100', c=64), 64),
-    'ConvNeXtBlock': (lambda: timm_mod.mod('convnext_atto'), 64),
-    'RegNetBottleneck': (lambda: timm_mod.mod('regnety_002', c=16), 64),
-    'ConvNormAct': (lambda: timm.create_model('vgg16_bn_mod_cifar'), 32),
-    'original': (lambda: timm.create_model('resnet18_mod_cifar', mod_fusion='original'), 32),
-    'random': (lambda: timm.create_model('resnet18_mod_cifar', mod_routing='random'), 32),
-}
 BATCHES = (1, 3)
 TOL = dict(rtol=1e-3, atol=1e-4)
 
 
 def _model(case: str):
-    torch.manual_seed(0)
-    build, size = CASES[case]
-    model = build().eval()
-    assert any(isinstance(m, MoDBlock) for m in model.modules())
-    return model, size
+    return build_case(case)
 
 
 def _inputs(size: int):
