@@ -5,6 +5,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from timm_mod import ChannelSelector, MoDBlock
+from timm_mod.tools.parity import reference_forward  # gather, block, multiply, concatenate / scatter_add
 
 C, H, W = 32, 5, 5
 
@@ -169,19 +170,6 @@ def test_checkpoint_recompute_selects_the_same_channels(routing):
     torch.testing.assert_close(grads(True), grads(False))
 
 
-def _naive_forward(block: MoDBlock, x: torch.Tensor) -> torch.Tensor:
-    """The paper's mechanism written the plain way: gather, block, multiply, concatenate / scatter."""
-    scores, idx = block.selector(x)
-    index = idx[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-    y = block.block(x.gather(1, index)) * scores[:, :, None, None]
-    k, C = block.k, x.shape[1]
-    if block.fusion == 'first':
-        return torch.cat([x[:, :k] + y, x[:, k:]], 1)
-    if block.fusion == 'last':
-        return torch.cat([x[:, :C - k], x[:, C - k:] + y], 1)
-    return x.scatter_add(1, index, y)
-
-
 class ConvBlock(nn.Module):
     def __init__(self, k):
         super().__init__()
@@ -199,7 +187,7 @@ def test_fast_inference_path_matches_the_naive_mechanism(fusion, channels_last, 
     torch.manual_seed(0)
     block = MoDBlock(C, ConvBlock, c=8, reduction=4, fusion=fusion).eval()
     x = torch.randn(batch, C, H, W)
-    expected = _naive_forward(block, x)
+    expected = reference_forward(block, x)
     fast_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()
     with torch.inference_mode():
         out = block(fast_in)
@@ -218,7 +206,7 @@ def test_training_path_matches_the_naive_mechanism_with_gradients(fusion, channe
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     grads = []
-    for fn in (block, lambda t: _naive_forward(block, t)):
+    for fn in (block, lambda t: reference_forward(block, t)):
         block.zero_grad()
         inp = x.clone().requires_grad_()
         # a ReLU before the block, as in a network: its output must survive for its own backward

@@ -12,13 +12,7 @@ from timm_mod.tools import blockbench
 from timm_mod.tools.blockbench import MOD_PHASES, OpCounter, count_block_ops, stage_pairs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a busy two-core machine spin against each other (100x slower); one is plenty here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def _pairs(name, img_size=224):

@@ -5,7 +5,6 @@ It must pass on correct code and fail on a planted bug in each place a fast path
 import json
 
 import pytest
-import torch
 
 from timm_mod import layers
 from timm_mod.tools import parity
@@ -14,13 +13,7 @@ from timm_mod.tools.parity import BLOCKS, Case, check_parity, default_cases
 RESNET_FIRST = BLOCKS[:1]  # resnet50_mod layer1.1, fusion first
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a busy two-core machine spin against each other (100x slower); one is plenty here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def _failed(rows):
