@@ -21,6 +21,7 @@ from typing import Dict, List, Tuple
 
 import datasets
 import pytest
+import timm
 import torch
 import yaml
 from huggingface_hub import constants as hub_constants
@@ -452,6 +453,84 @@ def test_missing_train_py_says_how_to_set_timm_train_py(launch_env, monkeypatch,
     assert not (launch_env / 'output').exists() and not (launch_env / 'cache' / 'pytorch-image-models').exists()
 
 
+# --- starting from a pretrained baseline (--init-from) --------------------------------------------------------------
+
+def _baseline_checkpoint(path: Path, arch: str = 'resnet18', num_classes: int = 10, seed: int = 1) -> Path:
+    """A train.py checkpoint of a random timm model, its BN statistics randomised so every tensor tells its origin."""
+    import argparse
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, num_classes=num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'epoch': 9, 'arch': arch, 'state_dict': model.state_dict(),
+                'args': argparse.Namespace(model=arch, model_kwargs={}, gp=None)}, path)
+    return path
+
+
+def test_init_from_dry_run_is_the_finetuning_recipe_distilled_from_the_baseline_and_writes_nothing(launch_env):
+    baseline = _baseline_checkpoint(launch_env / 'base' / 'model_best.pth.tar')
+    cmd = build_command('digits', 'resnet18_mod', dry_run=True, init_from=str(baseline))
+    run_dir = launch_env / 'output' / 'train' / _flag(cmd, '--experiment')
+    expected = {
+        '--epochs': '3', '--sched': 'cosine', '--lr-base': '0.01', '--warmup-epochs': '0',
+        '--kd-distill-type': 'logit', '--kd-temperature': '4.0', '--distill-loss-weight': '1.0',
+        '--task-loss-weight': '1.0', '--initial-checkpoint': str(run_dir / 'init.safetensors'),
+        '--kd-model-name': f'local-dir:{run_dir / "teacher"}'}
+    assert {k: _flag(cmd, k) for k in expected} == expected
+    assert not (launch_env / 'output').exists() and not (launch_env / 'cache' / 'digits').exists()
+
+
+def test_init_from_writes_the_copied_weights_and_the_teacher_into_the_new_run_folder(launch_env):
+    from safetensors import safe_open
+    from timm_mod import init_from_baseline
+    baseline = _baseline_checkpoint(launch_env / 'base' / 'model_best.pth.tar')
+    cmd = build_command('digits', 'resnet18_mod', init_from=str(baseline))
+    run_dir = Path(_flag(cmd, '--initial-checkpoint')).parent
+    assert run_dir.parent == (launch_env / 'output' / 'train').resolve()
+    theirs = torch.load(baseline, weights_only=False)['state_dict']
+    report = init_from_baseline(timm.create_model('resnet18_mod', num_classes=10), str(baseline))
+    with safe_open(str(run_dir / 'init.safetensors'), 'pt') as f:
+        assert f.metadata()['init_from'] == str(baseline) and f.metadata()['teacher'] == str(baseline)
+        assert set(f.keys()) == set(report.copied) | set(report.new)
+        assert all(torch.equal(f.get_tensor(k), theirs[k]) for k in report.copied)
+    teacher = timm.create_model(_flag(cmd, '--kd-model-name'), pretrained=True, num_classes=10)
+    assert all(torch.equal(v, theirs[k]) for k, v in teacher.state_dict().items())
+
+
+def test_a_timm_name_as_baseline_is_the_teacher_by_name(launch_env, monkeypatch):
+    monkeypatch.setattr(tm_train, 'load_baseline', lambda source: timm.create_model('resnet18', num_classes=10))
+    cmd = build_command('digits', 'resnet18_mod', dry_run=True, init_from='resnet18.a1_in1k',
+                        extras=['--num-classes', '10'])
+    assert _flag(cmd, '--kd-model-name') == 'resnet18.a1_in1k' and cmd.count('--kd-model-name') == 1
+
+
+def test_another_teacher_and_no_teacher(launch_env):
+    baseline = _baseline_checkpoint(launch_env / 'base' / 'model_best.pth.tar')
+    other = _baseline_checkpoint(launch_env / 'other' / 'model_best.pth.tar', seed=2)
+    cmd = build_command('digits', 'resnet18_mod', dry_run=True, init_from=str(baseline),
+                        extras=['--kd-model-name', str(other)])
+    assert cmd.count('--kd-model-name') == 1 and _flag(cmd, '--kd-model-name').endswith('/teacher')
+    cmd = build_command('digits', 'resnet18_mod', dry_run=True, init_from=str(baseline), distill=False)
+    assert '--kd-model-name' not in cmd and '--kd-temperature' not in cmd and _flag(cmd, '--epochs') == '3'
+
+
+def test_init_from_that_cannot_serve_is_refused_before_any_run_folder(launch_env, capsys):
+    base = launch_env / 'base'
+    err = _refused(['digits', 'resnet18_mod', '--init-from', str(_baseline_checkpoint(base / 'r50.pth', 'resnet50'))],
+                   capsys)
+    assert 'is no baseline of resnet18_mod: none of its blocks fits' in err
+    in1k = _baseline_checkpoint(base / 'in1k.pth', num_classes=1000)
+    err = _fails(['digits', 'resnet18_mod', '--init-from', str(in1k)], capsys)
+    assert 'predicts 1000 classes and this run trains 10' in err and '--no-distill' in err
+    assert 'nope.pth.tar' in _fails(['digits', 'resnet18_mod', '--init-from', str(base / 'nope.pth.tar')], capsys)
+    assert "unknown baseline 'resnet18x'" in _fails(['digits', 'resnet18_mod', '--init-from', 'resnet18x'], capsys)
+    assert '--no-distill goes with --init-from' in _fails(['digits', 'resnet18_mod', '--no-distill'], capsys)
+    assert not (launch_env / 'output').exists()
+
+
 # --- data, run folders, the launcher ------------------------------------------------------------------------------
 
 def test_digits_are_written_once_as_a_stratified_32px_image_folder(tmp_path):
@@ -637,3 +716,26 @@ def test_real_run_on_webdataset_shards(tmp_path):
         'wds/tiny', str(shards), 'validation', 2)
     [row] = _summary(run_dir)
     assert row['epoch'] == '0' and 0 <= float(row['eval_top1']) <= 100 and (run_dir / 'last.pth.tar').is_file()
+
+
+@pytest.mark.slow
+def test_real_run_started_from_a_baseline_and_distilled_from_it_exports_saying_so(real_run, tmp_path):
+    from timm_mod.tools.hub import export
+    base, env, out = real_run
+    baseline = _baseline_checkpoint(tmp_path / 'base' / 'model_best.pth.tar', num_classes=2)
+    proc = subprocess.run(base + ['--init-from', str(baseline), '--epochs', '1'], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'resnet18_mod from ' in proc.stderr and 'MoD blocks' in proc.stderr  # the transfer report
+    [run_dir] = out.iterdir()
+    args = yaml.safe_load((run_dir / 'args.yaml').read_text())
+    assert args['kd_model_name'] == f'local-dir:{run_dir.resolve() / "teacher"}'
+    assert args['initial_checkpoint'] == str(run_dir.resolve() / 'init.safetensors')
+    assert 'LogitDistillationTask' in proc.stdout + proc.stderr
+    [row] = _summary(run_dir)
+    assert row['epoch'] == '0' and 0 <= float(row['eval_top1']) <= 100
+
+    folder = export('resnet18_mod', run_dir / 'last.pth.tar', tmp_path / 'hub', repo_id='someone/resnet18_mod.tiny')
+    training = json.loads((folder / 'config.json').read_text())['training']
+    assert training['init_from'] == training['teacher'] == 'a train.py checkpoint (model_best.pth.tar)'
+    assert training['recipe']['epochs'] == 1 and training['distillation']['kd_temperature'] == 4.0

@@ -60,6 +60,7 @@ the cores; on a CPU, --device cpu and one worker per process.
 import argparse
 import dataclasses
 import difflib
+import json
 import os
 import re
 import shlex
@@ -72,8 +73,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import timm
 import torch
-from timm.models import parse_model_name, safe_model_name
+from timm.models import parse_model_name, safe_model_name, save_for_hf
+from timm.utils import ParseKwargs
 
+from ..baseline import BaselineError, BaselineTransfer, init_from_baseline, is_checkpoint_path, load_baseline
+from ..checkpoint import CheckpointError
 from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
 from .sources import SCHEMES, SourceError, check_keys, check_split, inspect_source
@@ -219,6 +223,19 @@ def _last_value(args: Sequence[str], *flags: str) -> Optional[str]:
     return value
 
 
+def _without(args: Sequence[str], flag: str) -> List[str]:
+    """train.py arguments without any ``flag VALUE`` / ``flag=VALUE``."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(f'{flag}='):
+            kept.append(arg)
+    return kept
+
+
 def _check_model(name: str) -> None:
     source, arch = parse_model_name(name)
     if source:  # hf-hub: or local-dir: models are resolved by train.py itself
@@ -358,6 +375,124 @@ def _dataset(dataset: str, extras: Sequence[str], env: Mapping[str, str]) -> Tup
     return path.name, IMAGENET, _image_folder_args(path, f'dataset folder {path}')
 
 
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """The recipe of a run started from a pretrained baseline (--init-from), applied on top of the dataset's preset.
+
+    Attributes:
+        epoch_fraction: Share of the preset's epochs (at least one).
+        lr_scale: Factor on the preset's learning rate.
+        temperature: Softmax temperature of the logit distillation (train.py --kd-temperature).
+        distill_weight: Weight of the distillation loss (train.py --distill-loss-weight).
+        task_weight: Weight of the cross-entropy on the labels (train.py --task-loss-weight).
+    """
+    epoch_fraction: float = 1 / 3
+    lr_scale: float = 0.1
+    temperature: float = 4.0
+    distill_weight: float = 1.0
+    task_weight: float = 1.0
+
+    def args(self, preset: Preset, distill: bool) -> List[str]:
+        """train.py arguments that turn `preset` into this recipe: fewer epochs, a cosine schedule, distillation
+        (the teacher itself is named apart, by --kd-model-name)."""
+        epochs = max(1, round(float(_last_value(preset.args, '--epochs')) * self.epoch_fraction))
+        args = ['--epochs', str(epochs), '--sched', 'cosine', '--warmup-epochs', '0']
+        if distill:
+            args += ['--kd-distill-type', 'logit', '--kd-temperature', str(self.temperature),
+                     '--distill-loss-weight', str(self.distill_weight), '--task-loss-weight', str(self.task_weight)]
+        return args
+
+
+FINETUNE = FineTune()
+# what a run started from a baseline writes into its run folder: the initial weights (train.py --initial-checkpoint,
+# safetensors with how they were made in its metadata) and, for a teacher given as a checkpoint, a folder timm loads
+# with local-dir: (train.py --kd-model-name)
+INIT_FILE = 'init.safetensors'
+TEACHER_DIR = 'teacher'
+
+
+@dataclasses.dataclass
+class _Start:
+    """What --init-from and the teacher add to a run, computed and checked before anything is written."""
+    init_from: Optional[str]
+    transfer: Optional[BaselineTransfer]
+    weights: Optional[Dict[str, torch.Tensor]]
+    teacher: Optional[str]  # as given
+    teacher_model: Optional[torch.nn.Module]  # to write as TEACHER_DIR when the teacher is a checkpoint file
+
+
+def _model_options(args: Sequence[str]) -> Dict:
+    """The model-building arguments among train.py arguments (last wins): num_classes, in_chans, gp, model_kwargs."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--num-classes', type=int)
+    parser.add_argument('--in-chans', type=int)
+    parser.add_argument('--gp')
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
+    known, _ = parser.parse_known_args(list(args))
+    kwargs = dict(known.model_kwargs)
+    for key in ('num_classes', 'in_chans'):
+        if getattr(known, key) is not None:
+            kwargs[key] = getattr(known, key)
+    if known.gp:
+        kwargs['global_pool'] = known.gp
+    return kwargs
+
+
+def _prepare_start(model: str, init_from: Optional[str], teacher: Optional[str], args: Sequence[str]) -> _Start:
+    """Load the baseline and the teacher, build the model and copy the baseline into it; check the teacher's classes.
+
+    Everything that can fail here fails before a run folder exists: an unknown or unavailable baseline, one that is
+    no baseline of the model, a teacher for other classes than the data's.
+    """
+    start = _Start(init_from, None, None, teacher, None)
+    kwargs = _model_options(args)
+    baseline = None
+    if init_from:
+        try:
+            baseline = load_baseline(init_from)
+            student = timm.create_model(model, **kwargs)
+            start.transfer = dataclasses.replace(init_from_baseline(student, baseline), baseline=init_from)
+        except (BaselineError, CheckpointError) as e:
+            raise UsageError(f'--init-from {init_from}: {e}') from None
+        start.weights = {k: v.contiguous() for k, v in student.state_dict().items()}
+    try:
+        teacher_model = baseline if teacher == init_from else load_baseline(teacher) if teacher else None
+    except (BaselineError, CheckpointError) as e:
+        raise UsageError(f'the teacher (--kd-model-name) {teacher}: {e}') from None
+    if teacher_model is not None:
+        classes = kwargs.get('num_classes', getattr(timm.create_model(model, device='meta'), 'num_classes', None))
+        if teacher_model.num_classes != classes:
+            raise UsageError(
+                f'the teacher {teacher} predicts {teacher_model.num_classes} classes and this run trains '
+                f'{classes}: distillation needs a teacher for the same classes. Pass --no-distill to fine-tune '
+                f'without one, or --kd-model-name a teacher trained on this data')
+        if is_checkpoint_path(teacher):
+            start.teacher_model = teacher_model
+    return start
+
+
+def _start_args(start: _Start, run_dir: Path) -> List[str]:
+    """The train.py arguments that give a run its initial weights and its teacher (read from `run_dir`)."""
+    args = ['--initial-checkpoint', str(run_dir.resolve() / INIT_FILE)] if start.weights is not None else []
+    if start.teacher_model is not None:
+        args += ['--kd-model-name', f'local-dir:{run_dir.resolve() / TEACHER_DIR}']
+    elif start.teacher:
+        args += ['--kd-model-name', start.teacher]
+    return args
+
+
+def _write_start(start: _Start, run_dir: Path) -> None:
+    """Write the initial weights (how they were made in the file's metadata) and the teacher into the run folder."""
+    from safetensors.torch import save_file
+    if start.weights is not None:
+        metadata = dict(format='pt', init_from=start.init_from, teacher=start.teacher or '',
+                        copied=str(len(start.transfer.copied)), new=str(len(start.transfer.new)),
+                        recipe=json.dumps(dataclasses.asdict(FINETUNE)))
+        save_file(start.weights, str(run_dir / INIT_FILE), metadata=metadata)
+    if start.teacher_model is not None:
+        save_for_hf(start.teacher_model, run_dir / TEACHER_DIR, safe_serialization=True)
+
+
 def _device_args(device: str, nproc: int, gpus: int) -> List[str]:
     if device.startswith('cuda'):
         if nproc > gpus:
@@ -417,6 +552,8 @@ def build_command(
         resume: Optional[str] = None,
         dry_run: bool = False,
         env: Optional[Mapping[str, str]] = None,
+        init_from: Optional[str] = None,
+        distill: bool = True,
 ) -> List[str]:
     """The train.py (or torchrun) command of one run; checks every input first and fails with a UsageError.
 
@@ -427,6 +564,10 @@ def build_command(
         resume: A checkpoint to resume from, or ``'last'`` for last.pth.tar of the latest run of dataset and model.
         dry_run: Compute the command only: clone nothing, write no data, reserve no run folder.
         env: Environment to read NPROC, NNODES, DATA_DIR, ... from (default: os.environ).
+        init_from: A pretrained baseline to start from (see `timm_mod.load_baseline`): its weights are copied into
+            the model (`timm_mod.init_from_baseline`), it is the distillation teacher unless `distill` is False or
+            --kd-model-name names another, and the run follows the fine-tuning recipe `FINETUNE`.
+        distill: With `init_from`, distil from the baseline.
     """
     env = os.environ if env is None else env
     # every check first, then the slow parts (a clone, the digits conversion), then the run folder
@@ -444,6 +585,11 @@ def build_command(
         if not checkpoint.is_file():
             raise UsageError(f'no checkpoint to resume at {checkpoint}')
         resume_args = ['--resume', str(checkpoint)]
+    teacher = _last_value(extras, '--kd-model-name') or (init_from if distill else None)
+    if init_from and topology.nnodes > 1 and _last_value(extras, '--experiment') is None:
+        raise UsageError('--init-from on several nodes needs --experiment NAME, the same on every node, and an '
+                         '--output folder every node sees: each reads the initial weights node 0 writes there')
+    start = _prepare_start(model, init_from, teacher, [*data_args, *extras])
 
     repo = find_timm_repo(clone=not dry_run)
     if repo is None:
@@ -453,26 +599,51 @@ def build_command(
     if dataset == 'digits' and not dry_run:
         write_digits(digits_root())
     run_args = []
-    if _last_value(extras, '--experiment') is None:
+    experiment = _last_value(extras, '--experiment')
+    if experiment is None:
         # only global rank 0 writes: the other nodes must not leave empty folders behind
         run_dir = _new_run_dir(output, prefix, reserve=not dry_run and topology.node_rank == 0)
         run_args = ['--output', str(output), '--experiment', run_dir.name]
+    else:
+        run_dir = output / experiment
+    # node 0 writes them; the other nodes read them from the shared folder
+    if (start.weights is not None or start.teacher_model is not None) and not dry_run and topology.node_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_start(start, run_dir)
+    if start.transfer is not None:
+        print(f'timm_mod: {model} {start.transfer}', file=sys.stderr)
 
     per_process = max(1, preset.global_batch // topology.world_size)
-    recipe = [*preset.args, '--batch-size', str(per_process), '--lr-base', str(preset.lr),
+    lr = preset.lr * (FINETUNE.lr_scale if init_from else 1)
+    recipe = [*preset.args, '--batch-size', str(per_process), '--lr-base', f'{lr:g}',
               '--lr-base-size', str(preset.lr_batch), '--lr-base-scale', 'linear']
+    if init_from:
+        recipe += FINETUNE.args(preset, distill=bool(teacher))
     return [
         *_launcher(topology, repo / 'train.py'), '--model', model, *data_args, *recipe, *device_args,
-        '--device-modules', 'timm_mod', *run_args, *resume_args, *extras]
+        '--device-modules', 'timm_mod', *run_args, *resume_args, *_start_args(start, run_dir),
+        *_without(extras, '--kd-model-name')]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='./train.sh', usage='%(prog)s DATASET MODEL [--dry-run] [--resume [PATH]] [train.py arguments ...]',
+        prog='./train.sh',
+        usage='%(prog)s DATASET MODEL [--dry-run] [--resume [PATH]] [--init-from BASELINE [--no-distill]] '
+              '[train.py arguments ...]',
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument('dataset', metavar='DATASET', help=f'a preset ({", ".join(PRESETS)}) or an ImageFolder path')
     parser.add_argument('model', metavar='MODEL', help='a model name (timm\'s or timm_mod\'s), e.g. resnet18_mod')
     parser.add_argument('--dry-run', action='store_true', help='print the command and exit (or DRY_RUN=1)')
+    parser.add_argument(
+        '--init-from', metavar='BASELINE',
+        help='start from a pretrained baseline and distil it: its weights are copied into MODEL wherever they have a '
+             'counterpart (stem, head, the standard blocks; the MoD blocks are new), it is the teacher, and the '
+             'run follows the fine-tuning recipe (a third of the epochs, a tenth of the learning rate, cosine, '
+             'logit distillation at temperature 4). BASELINE: a timm name with its tag (resnet50.a1_in1k), '
+             'hf-hub:ORG/NAME, local-dir:FOLDER or a train.py checkpoint')
+    parser.add_argument(
+        '--no-distill', action='store_true',
+        help='with --init-from: fine-tune without a teacher (--kd-model-name names another teacher instead)')
     parser.add_argument(
         '--resume', nargs='?', const='last', metavar='PATH',
         help='resume from the checkpoint PATH; alone (or RESUME=1): from last.pth.tar of the latest run of '
@@ -485,8 +656,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, extras = parser.parse_known_args(argv)
     dry_run = args.dry_run or _env_flag(os.environ, 'DRY_RUN')
     resume = args.resume or ('last' if _env_flag(os.environ, 'RESUME') else None)
+    if args.no_distill and not args.init_from:
+        parser.exit(2, f'{parser.prog}: error: --no-distill goes with --init-from\n')
     try:
-        cmd = build_command(args.dataset, args.model, extras, resume=resume, dry_run=dry_run)
+        cmd = build_command(args.dataset, args.model, extras, resume=resume, dry_run=dry_run, init_from=args.init_from,
+                            distill=not args.no_distill)
     except (UsageError, TimmScriptError) as e:
         parser.exit(2, f'{parser.prog}: error: {e}\n')
     print(shlex.join(cmd), flush=True)
