@@ -21,7 +21,8 @@ import timm_mod
 from timm_mod.models import _common
 from timm_mod.models._common import hub_repo_id
 from timm_mod.tools import hub
-from timm_mod.tools.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_checkpoint, read_results, render_card
+from timm_mod.checkpoint import CheckpointError, read_checkpoint
+from timm_mod.tools.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_results, render_card
 
 NAME = 'resnet18_mod_cifar'  # small and fast at 32 x 32; its default tag c10 has 10 classes
 REPO_ID = hub_repo_id(NAME, 'c10')  # where its weights go, published or not
@@ -157,7 +158,11 @@ def test_config_is_timm_save_for_hf_format_with_the_mod_settings(exported):
     assert config['pretrained_cfg']['license'] == 'apache-2.0'
     assert {k: config['model_args'][k] for k in ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')} == dict(
         mod_c=64, mod_reduction=16, mod_fusion='first', mod_routing='topk')
-    assert config['model_args']['num_classes'] == 10
+    # once, at the top: transformers' TimmWrapper passes num_classes itself, beside model_args
+    assert 'num_classes' not in config['model_args']
+    assert config['training'] == dict(
+        init_from=None, teacher=None, recipe={k: None for k in hub.RECIPE_ARGS if not k.startswith(
+            ('kd_', 'distill', 'task'))}, epoch=10, base_model=None)
 
 
 def test_read_checkpoint_strips_ddp_prefixes_and_picks_ema_on_request(checkpoint, source):
@@ -172,7 +177,7 @@ def test_read_checkpoint_strips_ddp_prefixes_and_picks_ema_on_request(checkpoint
 def test_ema_of_a_bare_state_dict_is_refused(source, tmp_path):
     torch.save(source.state_dict(), tmp_path / 'bare.pth')
     assert set(read_checkpoint(tmp_path / 'bare.pth')[0]) == set(source.state_dict())
-    with pytest.raises(HubError, match='bare state dict'):
+    with pytest.raises(CheckpointError, match='bare state dict'):
         read_checkpoint(tmp_path / 'bare.pth', ema=True)
 
 
@@ -298,7 +303,7 @@ def test_num_classes_comes_from_the_classifier(tmp_path):
     model = _randomized(timm.create_model('resnet18_mod', num_classes=10))
     ckpt = _train_checkpoint(tmp_path / 'digits.pth.tar', model, 'resnet18_mod')
     out = export('resnet18_mod', ckpt, tmp_path / 'out', ema=True, repo_id='someone/resnet18_mod.digits')
-    assert json.loads((out / 'config.json').read_text())['model_args']['num_classes'] == 10
+    assert json.loads((out / 'config.json').read_text())['num_classes'] == 10
     assert "'hf-hub:someone/resnet18_mod.digits'" in (out / 'README.md').read_text()
 
 
@@ -417,6 +422,7 @@ def _context(**overrides):
         num_classes=1000, image_size='224 x 224', in_chans=3, params_m=1.0, gmacs=0.1,
         dataset=dict(id='imagenet-1k', name='ImageNet-1k'),
         mod=dict(mod_c=64, mod_reduction=16, mod_fusion='last', mod_routing='random'), results=None,
+        training=dict(init_from=None, teacher=None, recipe=dict(epochs=10, opt='momentum', lr=0.1), epoch=10),
         paper=dict(
             table='1', dataset='ImageNet-1k', classes=1000, rows=[dict(name='x', top1=70.0, params_m=1.0, gmacs=0.1)]))
     context.update(overrides)
@@ -575,3 +581,65 @@ def test_help_explains_every_flag(capsys):
     for flag in ('--model', '--checkpoint', '--out', '--ema', '--results', '--repo-id', '--dataset', '--model-kwargs',
                  '--force', '--private', '--commit-message', '--dry-run'):
         assert flag in text
+
+
+# --- how the weights were made, and loading in transformers
+
+def _distilled_checkpoint(folder: Path, source: torch.nn.Module, init_from: str, teacher: str) -> Path:
+    """A run folder as `./train.sh --init-from INIT_FROM` leaves it: the initial weights, with where they came from in
+    their metadata, and a train.py checkpoint whose args name them and the teacher the launcher wrote."""
+    from safetensors.torch import save_file
+    folder.mkdir()
+    init = folder / 'init.safetensors'
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(init),
+              metadata=dict(format='pt', init_from=init_from, teacher=teacher))
+    return _train_checkpoint(
+        folder / 'model_best.pth.tar', source, NAME, initial_checkpoint=str(init),
+        kd_model_name=f'local-dir:{folder / "teacher"}', kd_distill_type='logit', kd_temperature=4.0,
+        distill_loss_weight=1.0, task_loss_weight=1.0, epochs=3, lr=0.01, opt='momentum')
+
+
+def test_export_records_the_baseline_the_teacher_and_the_recipe(source, tmp_path):
+    ckpt = _distilled_checkpoint(tmp_path / 'run', source, 'resnet18.a1_in1k', 'resnet18.a1_in1k')
+    out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits')
+    training = json.loads((out / 'config.json').read_text())['training']
+    assert (training['init_from'], training['teacher'], training['base_model']) == (
+        'resnet18.a1_in1k', 'resnet18.a1_in1k', 'timm/resnet18.a1_in1k')
+    assert training['distillation']['kd_temperature'] == 4.0 and training['recipe']['epochs'] == 3
+    card = ModelCard.load(out / 'README.md')
+    assert card.data.base_model == 'timm/resnet18.a1_in1k'
+    assert '**Started from:** resnet18.a1_in1k' in card.text
+    assert '**Distilled from:** resnet18.a1_in1k, logit distillation at temperature 4.0' in card.text
+    assert 'epochs 3' in card.text and 'after epoch 10' in card.text
+
+
+def test_a_baseline_given_as_a_checkpoint_is_named_without_its_path(source, tmp_path):
+    ckpt = _distilled_checkpoint(tmp_path / 'run', source, '/home/me/out/base/model_best.pth.tar',
+                                 '/home/me/out/base/model_best.pth.tar')
+    out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits')
+    training = json.loads((out / 'config.json').read_text())['training']
+    assert training['init_from'] == training['teacher'] == 'a train.py checkpoint (model_best.pth.tar)'
+    assert training['base_model'] is None and '/home/me' not in (out / 'README.md').read_text()
+
+
+def test_initial_weights_that_are_gone_must_be_named(source, tmp_path):
+    ckpt = _distilled_checkpoint(tmp_path / 'run', source, 'resnet18.a1_in1k', '')
+    (tmp_path / 'run' / 'init.safetensors').unlink()
+    with pytest.raises(HubError, match='pass --init-from BASELINE'):
+        export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits')
+    assert not (tmp_path / 'out').exists()
+    out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits', init_from='resnet18.a1_in1k')
+    assert json.loads((out / 'config.json').read_text())['training']['init_from'] == 'resnet18.a1_in1k'
+
+
+def test_an_exported_folder_loads_in_transformers_with_timms_outputs(exported, expected):
+    """AutoModelForImageClassification and the image-classification pipeline, after `import timm_mod`."""
+    transformers = pytest.importorskip('transformers', reason='transformers (the hf extra) is not installed')
+    model = transformers.AutoModelForImageClassification.from_pretrained(str(exported)).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=_inputs()).logits
+    assert torch.equal(logits, expected)
+    classify = transformers.pipeline('image-classification', model=str(exported), top_k=3)
+    image = __import__('PIL.Image').Image.new('RGB', (40, 40), (120, 30, 200))
+    predictions = classify(image)
+    assert len(predictions) == 3 and all(0 <= p['score'] <= 1 for p in predictions)

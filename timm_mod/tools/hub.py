@@ -11,7 +11,6 @@ The folder is written beside --out, loaded back through timm, and moved into pla
 checkpoint's outputs exactly. `publish` uploads it with huggingface_hub, as timm's `push_to_hf_hub` does.
 """
 import argparse
-import contextlib
 import csv
 import json
 import logging
@@ -26,10 +25,11 @@ import torch.nn as nn
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from timm.data import resolve_data_config
-from timm.models import (
-    clean_state_dict, get_arch_pretrained_cfgs, get_pretrained_cfg, save_for_hf, split_model_name_tag)
+from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, save_for_hf, split_model_name_tag
 from timm.utils import ParseKwargs
 
+from ..baseline import is_checkpoint_path
+from ..checkpoint import CheckpointError, checkpoint_model_kwargs, load_strict, read_checkpoint
 from ..models import MODEL_MODULES, list_models
 from ..models._common import WEIGHTS_FILE, hub_repo_id
 from ._extras import import_extra
@@ -37,7 +37,7 @@ from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
 __all__ = [
-    'HubError', 'read_checkpoint', 'read_results', 'mod_model_args', 'training_dataset', 'render_card', 'export',
+    'HubError', 'read_results', 'mod_model_args', 'training_dataset', 'training_record', 'render_card', 'export',
     'publish']
 
 _logger = logging.getLogger(__name__)
@@ -71,50 +71,6 @@ class HubError(Exception):
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def read_checkpoint(path: Union[str, Path], ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """State dict and training metadata of a timm train.py checkpoint, or of a bare state dict.
-
-    Loaded with ``weights_only=True``: tensors and plain containers only, plus the argparse.Namespace that train.py
-    stores under 'args'.
-
-    Args:
-        path: The checkpoint file.
-        ema: Take 'state_dict_ema' (train.py --model-ema) instead of 'state_dict'.
-
-    Returns:
-        The state dict without DDP / torch.compile prefixes, and a dict with the checkpoint's 'arch' (None when it
-        has none) and 'args' (train.py's arguments as a dict, empty when it has none).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise HubError(f'checkpoint not found: {path}')
-    safe_globals = getattr(torch.serialization, 'safe_globals', None)  # torch >= 2.5
-    try:
-        with safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext():
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # a truncated, corrupt or foreign file fails in many ways (zip, pickle, EOF, ...)
-        raise HubError(f'cannot read checkpoint {path}: {_first_line(e)}') from e
-    if not isinstance(checkpoint, dict):
-        raise HubError(f'{path} holds a {type(checkpoint).__name__}, not a state dict or a train.py checkpoint')
-
-    if 'state_dict' in checkpoint:
-        key = 'state_dict_ema' if ema else 'state_dict'
-        if checkpoint.get(key) is None:
-            raise HubError(f'{path} has no {key!r} (it has {", ".join(map(repr, checkpoint))}): drop --ema')
-        state_dict = checkpoint[key]
-    elif ema:
-        raise HubError(f'{path} is a bare state dict, without EMA weights: drop --ema')
-    else:
-        state_dict = checkpoint
-    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise HubError(f'{path} is not a state dict: {not_tensors[0]!r} holds a {type(state_dict[not_tensors[0]])}')
-
-    args = checkpoint.get('args') or {}
-    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    return clean_state_dict(state_dict), dict(arch=checkpoint.get('arch') or args.get('model'), args=args)
 
 
 def _arch_of(model: str) -> Optional[str]:
@@ -209,6 +165,82 @@ def training_dataset(
     return DATASETS.get(tag)
 
 
+# train.py arguments that describe how the weights were trained, recorded in config.json's 'training' and the card
+RECIPE_ARGS = (
+    'epochs', 'opt', 'lr', 'sched', 'weight_decay', 'batch_size', 'img_size', 'kd_distill_type', 'kd_temperature',
+    'distill_loss_weight', 'task_loss_weight')
+
+
+def _source_label(source: str) -> str:
+    """How a baseline or teacher is named in a public card: a checkpoint path of the trainer's disk says nothing."""
+    return f'a train.py checkpoint ({Path(source).name})' if is_checkpoint_path(source) else source
+
+
+def _hub_id(source: Optional[str]) -> Optional[str]:
+    """The Hub repo a baseline's weights come from, for the card's base_model; None for local weights."""
+    if not source or is_checkpoint_path(source) or source.startswith('local-dir:'):
+        return None
+    if source.startswith('hf-hub:'):
+        return source[len('hf-hub:'):].split('@')[0]
+    try:
+        cfg = get_pretrained_cfg(source)
+    except RuntimeError:
+        return None
+    return cfg.hf_hub_id if cfg is not None else None
+
+
+def _init_metadata(path: Path) -> Dict[str, str]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), 'pt') as f:
+            return dict(f.metadata() or {})
+    except Exception:  # a .pth initial checkpoint of the user's, or a damaged file: nothing recorded in it
+        return {}
+
+
+def training_record(meta: Dict[str, Any], checkpoint: Path, init_from: Optional[str] = None) -> Dict[str, Any]:
+    """How the weights were made, from the checkpoint's train.py arguments: the baseline they started from, the
+    teacher they were distilled from, the recipe and the epochs.
+
+    A run that `./train.sh --init-from` started holds its initial weights in the run folder (train.py
+    --initial-checkpoint), whose metadata names the baseline and the teacher; the file is looked for where train.py
+    read it and beside the checkpoint.
+
+    Args:
+        meta: `read_checkpoint`'s metadata ('args', 'epoch').
+        checkpoint: The checkpoint file.
+        init_from: The baseline the weights started from, where the checkpoint cannot say (it wins over it).
+
+    Raises:
+        HubError: the checkpoint started from initial weights that are no longer there and `init_from` is not given.
+    """
+    args = meta['args']
+    initial = args.get('initial_checkpoint') or ''
+    record: Dict[str, Any] = {'init_from': init_from, 'teacher': None}
+    recorded: Dict[str, str] = {}
+    if initial and init_from is None:
+        found = next((p for p in (Path(initial), checkpoint.parent / Path(initial).name) if p.is_file()), None)
+        if found is None:
+            raise HubError(
+                f'{checkpoint} was trained from the initial weights {initial}, which are not there (nor beside the '
+                f'checkpoint): pass --init-from BASELINE to record where its weights came from')
+        recorded = _init_metadata(found)
+        record['init_from'] = recorded.get('init_from') or Path(initial).name
+    teacher = args.get('kd_model_name')
+    if teacher:
+        # a teacher the launcher wrote into the run folder is named by what it was made from
+        record['teacher'] = recorded.get('teacher') or teacher
+        record['distillation'] = {k: args.get(k) for k in RECIPE_ARGS if k.startswith(('kd_', 'distill', 'task'))}
+    record['recipe'] = {k: args.get(k) for k in RECIPE_ARGS if not k.startswith(('kd_', 'distill', 'task'))}
+    if meta.get('epoch') is not None:
+        record['epoch'] = int(meta['epoch']) + 1  # the weights are those after this epoch (of recipe's 'epochs')
+    record['base_model'] = _hub_id(record['init_from'])
+    for key in ('init_from', 'teacher'):
+        if record[key]:
+            record[key] = _source_label(record[key])
+    return record
+
+
 def _exported_tag(model_name: str, repo_id: str, name: str) -> Optional[str]:
     """The tag the user exports the weights under: the one in --model (NAME.TAG), else in the repo (ORG/NAME.TAG).
 
@@ -264,6 +296,7 @@ def _card_context(
         model_args: Dict[str, Any],
         dataset: Optional[Tuple[str, str]],
         results: Optional[Dict[str, Any]],
+        training: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Everything a card template shows, measured on the model being exported."""
     cfg = model.pretrained_cfg
@@ -285,6 +318,7 @@ def _card_context(
         datasets=[dataset[0]] if dataset else None,
         model_name=repo_id.split('/')[-1] if results else None,  # names the model-index entry
         eval_results=eval_results,
+        base_model=(training or {}).get('base_model'),
     )
     return dict(
         card_data=card_data,
@@ -301,6 +335,7 @@ def _card_context(
         mod=mod,
         dataset=dict(id=dataset[0], name=dataset[1]) if dataset else None,
         results=results,
+        training=training,
         # the paper's numbers describe its settings: none are shown for a model built with others
         paper=_paper_context(name, model.num_classes) if mod == default_mod else None,
     )
@@ -326,21 +361,6 @@ def _resolve_cfg(model_name: str) -> Dict[str, Any]:
         raise HubError(f'unknown tag {tag!r} for {name}, known: {known}') from e
 
 
-def _load_kwargs(state_dict: Dict[str, torch.Tensor], cfg: Dict[str, Any]) -> Dict[str, int]:
-    """num_classes and in_chans of the weights, read off the classifier and the stem.
-
-    So a checkpoint trained on 10 classes (or on 1-channel images) exports as such, whatever the registered cfg says.
-    """
-    kwargs = {}
-    weight = state_dict.get(f"{cfg['classifier']}.weight")
-    if weight is not None:
-        kwargs['num_classes'] = weight.shape[0]
-    weight = state_dict.get(f"{cfg['first_conv']}.weight")
-    if weight is not None and weight.ndim == 4:
-        kwargs['in_chans'] = weight.shape[1]
-    return kwargs
-
-
 def _data_overlay(train_args: Dict[str, Any], cfg: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
     """The pretrained cfg fields in which the weights' preprocessing differs from the registered cfg.
 
@@ -357,23 +377,15 @@ def _data_overlay(train_args: Dict[str, Any], cfg: Dict[str, Any], in_chans: int
     return overlay
 
 
-def _load_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], checkpoint: Path, arch: str) -> None:
-    """Load every tensor or fail with the keys and shapes that do not fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
-        for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    problems = [
-        f'{what} ({len(keys)}): {", ".join(keys[:4])}{", ..." if len(keys) > 4 else ""}'
-        for what, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                           ('shape mismatches, checkpoint vs model', mismatched)) if keys]
-    if problems:
-        raise HubError(
-            f'{checkpoint} does not fit {arch} built with these settings; ' + '; '.join(problems)
-            + '. Check --model, and --model-kwargs against the settings the checkpoint was trained with.')
-    model.load_state_dict(state_dict)
+def _drop_repeated_num_classes(path: Path) -> None:
+    """Keep num_classes at the top of config.json only, not again in model_args, where timm's save_for_hf repeats it.
+
+    timm reads it from either place; transformers' TimmWrapper passes num_classes itself and then the model_args, so
+    a repeated one fails with "got multiple values for keyword argument 'num_classes'".
+    """
+    config = json.loads(path.read_text())
+    config.get('model_args', {}).pop('num_classes', None)
+    path.write_text(json.dumps(config, indent=2))
 
 
 def _check_round_trip(folder: Path, model: nn.Module, registry_name: Optional[str]) -> None:
@@ -425,6 +437,7 @@ def export(
         dataset: Optional[str] = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
         force: bool = False,
+        init_from: Optional[str] = None,
 ) -> Path:
     """Write a Hub model folder (model.safetensors, config.json, README.md) from a train.py checkpoint.
 
@@ -441,6 +454,7 @@ def export(
             or the tag say it (`training_dataset`), else the card declares none.
         model_kwargs: Constructor arguments beyond those recorded in the checkpoint's train.py args.
         force: Replace a non-empty `out`.
+        init_from: The baseline the weights started from, where the checkpoint cannot say (see `training_record`).
 
     Returns:
         The folder written.
@@ -468,7 +482,10 @@ def export(
         raise HubError(f'invalid --repo-id {repo_id!r}: {e}') from e
     if '/' not in repo_id:
         raise HubError(f"--repo-id {repo_id!r} needs its organisation or user: 'ORG/NAME.TAG'")
-    state_dict, meta = read_checkpoint(checkpoint, ema)
+    try:
+        state_dict, meta = read_checkpoint(checkpoint, ema)
+    except CheckpointError as e:
+        raise HubError(str(e)) from None
     trained_as = meta['arch'] and _arch_of(meta['arch'])
     if trained_as and trained_as != name:
         raise HubError(f"{checkpoint} was trained as {meta['arch']!r} (its 'arch'), not {name!r}")
@@ -479,14 +496,19 @@ def export(
     measured = read_results(results, name, checkpoint) if results else None
 
     train_args = meta['args']
-    kwargs = dict(train_args.get('model_kwargs') or {}, **(model_kwargs or {}))
-    if train_args.get('gp'):
-        kwargs['global_pool'] = train_args['gp']
-    kwargs.update(_load_kwargs(state_dict, cfg))
+    training = training_record(meta, Path(checkpoint), init_from)
+    try:
+        kwargs = checkpoint_model_kwargs(state_dict, train_args, cfg, overrides=model_kwargs)
+    except CheckpointError as e:
+        raise HubError(f'{checkpoint}: {e}') from None
     overlay = _data_overlay(train_args, cfg, kwargs.get('in_chans', cfg['input_size'][0]))
     _logger.info(f'building {name}.{tag} with {kwargs or "its defaults"}')
     model = timm.create_model(f'{name}.{tag}', pretrained_cfg_overlay=overlay, **kwargs)
-    _load_strict(model, state_dict, Path(checkpoint), name)
+    try:
+        load_strict(model, state_dict, f'{checkpoint} does not fit {name} built with these settings')
+    except CheckpointError as e:
+        raise HubError(f'{e}. Check --model, and --model-kwargs against the settings the checkpoint was trained '
+                       f'with.') from None
     model.eval()
     registry_name = f'{name}.{tag}' if repo_id == hub_repo_id(name, tag) else None
     if registry_name:  # the round trip checks the rest; these differences are cheap to see now
@@ -504,7 +526,7 @@ def export(
     family = next(m for m in MODEL_MODULES if name in timm.list_models(module=m))
     template = CARD_TEMPLATES[family]
     _logger.info('counting parameters and MACs for the model card')
-    context = _card_context(model, name, repo_id, registry_name, model_args, dataset_info, measured)
+    context = _card_context(model, name, repo_id, registry_name, model_args, dataset_info, measured, training)
     card = render_card(template, **context)
 
     # beside `out`, so the final move is a rename; mkdir (unlike mkdtemp) gives the folder the user's usual mode
@@ -512,7 +534,9 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     folder.mkdir()
     try:
-        save_for_hf(model, folder, model_args=model_args, safe_serialization=True)
+        save_for_hf(model, folder, model_args=model_args, model_config=dict(training=training),
+                    safe_serialization=True)
+        _drop_repeated_num_classes(folder / 'config.json')
         (folder / 'README.md').write_text(card, encoding='utf-8')
         _logger.info('loading the folder back through timm to compare outputs')
         _check_round_trip(folder, model, registry_name)
@@ -576,6 +600,10 @@ def _parser() -> argparse.ArgumentParser:
         '--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
         help="constructor arguments the checkpoint was trained with, beyond those in its train.py 'args' "
              "(e.g. mod_c=32)")
+    common.add_argument(
+        '--init-from', metavar='BASELINE',
+        help='the pretrained baseline the weights started from, for the card and config.json, where the checkpoint '
+             'cannot say (./train.sh --init-from records it in the run folder, which export reads)')
     common.add_argument('--force', action='store_true', help='replace --out if it exists and is not empty')
     commands.add_parser(
         'export', parents=[common], help='write a Hub model folder from a checkpoint',
@@ -603,7 +631,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise HubError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass --dry-run)')
         out = export(
             args.model, args.checkpoint, args.out, ema=args.ema, results=args.results, repo_id=repo_id,
-            dataset=args.dataset, model_kwargs=args.model_kwargs, force=args.force)
+            dataset=args.dataset, model_kwargs=args.model_kwargs, force=args.force, init_from=args.init_from)
     except HubError as e:
         parser.exit(2, f'{parser.prog} {args.command}: error: {e}\n')
     _logger.info(f'wrote {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
