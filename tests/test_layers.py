@@ -130,6 +130,12 @@ def test_unknown_fusion_and_routing_fail():
         MoDBlock(C, Recorder, c=8, routing='best')
 
 
+@pytest.mark.parametrize('reduction', [0, -4, True, 2.5, C + 1])
+def test_bad_reduction_fails_naming_the_block(reduction):
+    with pytest.raises(ValueError, match=r'layer1\.1: mod_reduction must be an integer from 1 to .*32 channels'):
+        MoDBlock(C, Recorder, c=8, reduction=reduction, name='layer1.1')
+
+
 def test_selector_returns_topk_of_its_scores():
     torch.manual_seed(0)
     sel = ChannelSelector(C, 5, reduction=4)
@@ -229,3 +235,48 @@ def test_forward_never_changes_its_input(fusion, routing, grad):
         out = block(x)
     assert torch.equal(x, before)
     assert out.data_ptr() != x.data_ptr()
+
+
+# --- precision: the ranking is computed in float32 whatever the model runs in, in float64 for a float64 model
+
+def _float32_logits(sel: ChannelSelector, x: torch.Tensor) -> torch.Tensor:
+    """The selector's logits computed by hand in float64 from the same input, rounded to float32."""
+    s = x.double().mean((2, 3))
+    return (torch.relu(s @ sel.fc1.weight.double().t()) @ sel.fc2.weight.double().t()).float()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('how', ['autocast', 'model'])
+def test_half_precision_ranks_like_float32_on_the_same_input(dtype, how):
+    torch.manual_seed(0)
+    sel = ChannelSelector(256, 16, reduction=16).eval()
+    x = torch.randn(3, 256, 7, 7).to(dtype)  # a feature map the half-precision network computed
+    expected = _float32_logits(sel, x)
+    if how == 'model':
+        sel = sel.to(dtype)
+        weights = ChannelSelector(256, 16, reduction=16)
+        weights.load_state_dict({k: v.float() for k, v in sel.state_dict().items()})
+        expected = _float32_logits(weights, x)
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype, enabled=how == 'autocast'):
+        logits = sel.logits(x)
+        _, idx = sel(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(idx, expected.topk(16, dim=1)[1])
+
+
+def test_a_float64_model_ranks_and_scores_in_float64_with_exact_gradients():
+    torch.manual_seed(0)
+    block = MoDBlock(C, Recorder, c=8, reduction=4).double()
+    x = torch.randn(2, C, H, W, dtype=torch.float64, requires_grad=True)
+    assert block.selector.logits(x).dtype == torch.float64 and block.selector(x)[0].dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda t: block(t), (x,))
+
+
+def test_a_model_built_on_the_meta_device_gets_its_tie_break_when_materialised():
+    sel = ChannelSelector(C, 4, reduction=4, device='meta').to_empty(device='cpu')
+    assert torch.equal(sel.channel_index, torch.arange(C, dtype=torch.int32))
+    with torch.no_grad():
+        sel.fc2.weight.zero_()  # every logit 0: exact ties, decided by the tie-break alone
+        sel.fc1.weight.normal_()
+    assert torch.equal(sel(torch.randn(2, C, H, W))[1], torch.arange(4).expand(2, 4))

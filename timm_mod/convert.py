@@ -27,7 +27,7 @@ from timm.models.mobilenetv3 import MobileNetV3Features
 from timm.models.regnet import Bottleneck as RegNetBottleneck, _init_weights as _regnet_init_weights
 from timm.models.resnet import BasicBlock, Bottleneck
 
-from .layers import MoDBlock, mod_num_selected
+from .layers import MoDBlock, check_reduction, mod_num_selected
 
 __all__ = ['register_block_adapter', 'mod_stage', 'block_channels', 'find_stages', 'default_c', 'mod']
 
@@ -258,6 +258,8 @@ def mod(
     c = default_c(stages, every) if c is None else c
     for name, block in _targets(stages, every):
         _num_selected(block, c, f'{label} {name}')
+        if routing == 'topk':
+            check_reduction(reduction, block_channels(block), f'{label} {name} ({type(block).__name__})')
 
     for i, (stage_name, stage) in enumerate(stages):
         mod_stage(

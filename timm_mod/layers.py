@@ -17,11 +17,34 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-__all__ = ['ChannelSelector', 'MoDBlock', 'mod_num_selected', 'select_channels', 'FUSIONS', 'ROUTINGS']
+__all__ = [
+    'ChannelSelector', 'MoDBlock', 'check_reduction', 'mod_num_selected', 'select_channels', 'selector_logits',
+    'FUSIONS', 'ROUTINGS']
 
 FUSIONS = ('first', 'last', 'original')
 ROUTINGS = ('topk', 'random')
 
+
+
+def _ranking_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the channel selector scores in: float32, or the input's dtype where that is wider (float64).
+
+    In float16 or bfloat16 the logits of different channels round to the same value and the ranking changes with
+    the precision; in float32 the selection is what a float32 model selects but for true near-ties. The selector
+    reads C numbers per sample and multiplies two C x C / r matrices, so float32 costs next to nothing.
+    """
+    return dtype if dtype == torch.float64 else torch.float32
+
+
+def check_reduction(reduction: int, channels: int, name: str = 'ChannelSelector') -> None:
+    """Validate the selector's bottleneck ratio r: a positive integer, at most C (its hidden layer has C // r units).
+
+    Raises:
+        ValueError: naming the block, C and the value given.
+    """
+    if isinstance(reduction, bool) or not isinstance(reduction, int) or not 1 <= reduction <= channels:
+        raise ValueError(f'{name}: mod_reduction must be an integer from 1 to the block\'s {channels} channels (the '
+                         f'selector has C // r hidden units), got {reduction!r}')
 
 
 def mod_num_selected(channels: int, c: int, name: str = 'MoD block') -> int:
@@ -92,17 +115,18 @@ def select_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class _ChannelMean(torch.autograd.Function):
-    """x.mean((2, 3)) whose backward returns a broadcast view instead of materialising a C x H x W gradient."""
+    """x.mean((2, 3), dtype=dtype) whose backward returns a broadcast view instead of materialising a C x H x W
+    gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape = x.shape
-        return x.mean((2, 3))
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        return x.mean((2, 3), dtype=dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor):
         B, C, H, W = ctx.shape
-        return (grad / (H * W))[:, :, None, None].expand(B, C, H, W)
+        return (grad / (H * W)).to(ctx.dtype)[:, :, None, None].expand(B, C, H, W), None
 
 
 def _placement(channels: int, k: int, start: int, like: torch.Tensor) -> torch.Tensor:
@@ -154,12 +178,12 @@ class _FuseAdd(torch.autograd.Function):
 
 @register_notrace_function  # FX keeps custom autograd functions as single calls
 @torch.fx.wrap
-def channel_mean(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel spatial mean, (B, C, H, W) -> (B, C)."""
+def channel_mean(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-channel spatial mean, (B, C, H, W) -> (B, C), accumulated and returned in `dtype`."""
     if torch.jit.is_scripting():  # TorchScript has no custom autograd functions (an FX graph may get scripted)
-        return x.mean((2, 3))
+        return x.mean((2, 3), dtype=dtype)
     else:
-        return _ChannelMean.apply(x)
+        return _ChannelMean.apply(x, dtype)
 
 
 @register_notrace_function
@@ -204,6 +228,31 @@ def random_channels(x: torch.Tensor, k: int, training: bool, seed: int) -> torch
     return (h * C + (C - 1) - channel).topk(k, dim=1)[1]  # distinct keys: ties to the lower channel
 
 
+@register_notrace_function  # its dtype choice is Python control flow: FX keeps the function as one call
+@torch.fx.wrap
+def selector_logits(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """The channel selector's logits: pool over H x W, Linear(C, C // r), ReLU, Linear(C // r, C); (B, C).
+
+    Computed in float32 (float64 for a float64 input), also in a half-precision model and under autocast: see
+    `_ranking_dtype`.
+    """
+    dtype = _ranking_dtype(x.dtype)
+    w1, w2 = w1.to(dtype), w2.to(dtype)
+    if torch.jit.is_scripting():  # TorchScript compiles only this branch
+        return F.linear(F.relu(F.linear(x.mean((2, 3), dtype=dtype), w1)), w2)
+    else:
+        if _recording_graph():
+            # global average pool and 1x1 convolutions: the runtimes run these in their conv layout (ONNX Runtime
+            # needs no reorder for them), where a Gemm / FullyConnected on a (B, C) matrix costs OpenVINO ~0.3 ms each
+            s = F.adaptive_avg_pool2d(x.to(dtype), 1)
+            return F.conv2d(F.relu(F.conv2d(s, w1[:, :, None, None])), w2[:, :, None, None]).squeeze(3).squeeze(2)
+        s = x.mean((2, 3), dtype=dtype) if not torch.is_grad_enabled() else channel_mean(x, dtype)
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):  # autocast would run the linears in half precision
+                return F.linear(F.relu(F.linear(s, w1)), w2)
+        return F.linear(F.relu(F.linear(s, w1)), w2)
+
+
 class ChannelSelector(nn.Module):
     """Scores channels and picks each sample's top-k (paper Sec. 3.1, Fig. 2).
 
@@ -229,31 +278,31 @@ class ChannelSelector(nn.Module):
         super().__init__()
         if not 1 <= k <= channels:
             raise ValueError(f'ChannelSelector: k must be in [1, {channels}], got {k}')
+        check_reduction(reduction, channels)
         self.k = k
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, hidden, bias=False, **dd)
-        self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels, bias=False, **dd)
         # integer, so that model.half() leaves it exact; not in the state dict
         self.register_buffer('channel_index', torch.arange(channels, device=device, dtype=torch.int32), persistent=False)
 
     def init_non_persistent_buffers(self) -> None:
         """Fill the channel-index buffer (after building on the meta device, as timm does)."""
-        self.channel_index.copy_(torch.arange(self.channel_index.numel()))
+        if self.channel_index.device.type != 'meta':
+            with torch.no_grad():
+                self.channel_index.copy_(torch.arange(self.channel_index.numel()))
+
+    def _apply(self, fn, *args, **kwargs):
+        # The tie-break buffer is not in the state dict, so nothing restores it after `to_empty` (a model built on the
+        # meta device, then materialised): every move of the module's tensors refills it.
+        module = super()._apply(fn, *args, **kwargs)
+        self.init_non_persistent_buffers()
+        return module
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel logits before the sigmoid, (B, C)."""
-        if _recording_graph():
-            # global average pool and 1x1 convolutions: the runtimes run these in their conv layout (ONNX Runtime
-            # needs no reorder for them), where a Gemm / FullyConnected on a (B, C) matrix costs OpenVINO ~0.3 ms each
-            s = F.adaptive_avg_pool2d(x, 1)
-            s = F.conv2d(self.act(F.conv2d(s, self.fc1.weight[:, :, None, None])), self.fc2.weight[:, :, None, None])
-            return s.squeeze(3).squeeze(2)
-        if not torch.is_grad_enabled():
-            s = x.mean((2, 3))
-        else:
-            s = channel_mean(x)
-        return self.fc2(self.act(self.fc1(s)))
+        """Channel logits before the sigmoid, (B, C), in float32 (float64 for a float64 input) whatever the model's
+        precision or autocast says (see `_ranking_dtype`)."""
+        return selector_logits(x, self.fc1.weight, self.fc2.weight)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the selected scores and channel indices, both (B, k), in descending score order.
@@ -265,7 +314,7 @@ class ChannelSelector(nn.Module):
         # breaks ties in no fixed order (and unlike ONNX Runtime and OpenVINO), so the ranking key is logit - 1e-30 *
         # channel: ties go to the lower channel index in every runtime. The step is far below the spacing of float32
         # numbers around any logit that is not zero (or within 1e-19 of it), so it reorders nothing else.
-        key = torch.add(self.logits(x).float(), self.channel_index, alpha=-1e-30)
+        key = torch.add(self.logits(x), self.channel_index, alpha=-1e-30)
         top, idx = key.topk(self.k, dim=1)
         return top.sigmoid(), idx
 
@@ -320,6 +369,8 @@ class MoDBlock(nn.Module):
             raise ValueError(f'{name}: unknown mod_routing {routing!r}, expected one of {ROUTINGS}')
         self.channels = channels
         self.k = mod_num_selected(channels, c, name)
+        if routing == 'topk':
+            check_reduction(reduction, channels, name)
         self.fusion = fusion
         self.routing = routing
         self.routing_seed = routing_seed
