@@ -643,3 +643,11 @@ def test_an_exported_folder_loads_in_transformers_with_timms_outputs(exported, e
     image = __import__('PIL.Image').Image.new('RGB', (40, 40), (120, 30, 200))
     predictions = classify(image)
     assert len(predictions) == 3 and all(0 <= p['score'] <= 1 for p in predictions)
+
+
+def test_a_bare_state_dict_exports_without_a_training_history(source, tmp_path):
+    torch.save(source.state_dict(), tmp_path / 'bare.pth')
+    out = export(NAME, tmp_path / 'bare.pth', tmp_path / 'out', repo_id='someone/x.digits')
+    training = json.loads((out / 'config.json').read_text())['training']
+    assert training['init_from'] is None and training['teacher'] is None and training['epoch'] is None
+    assert '## Training' in (out / 'README.md').read_text() and 'after epoch' not in (out / 'README.md').read_text()

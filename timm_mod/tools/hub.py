@@ -232,8 +232,8 @@ def training_record(meta: Dict[str, Any], checkpoint: Path, init_from: Optional[
         record['teacher'] = recorded.get('teacher') or teacher
         record['distillation'] = {k: args.get(k) for k in RECIPE_ARGS if k.startswith(('kd_', 'distill', 'task'))}
     record['recipe'] = {k: args.get(k) for k in RECIPE_ARGS if not k.startswith(('kd_', 'distill', 'task'))}
-    if meta.get('epoch') is not None:
-        record['epoch'] = int(meta['epoch']) + 1  # the weights are those after this epoch (of recipe's 'epochs')
+    # the weights are those after this epoch (of the recipe's 'epochs'); None for a bare state dict
+    record['epoch'] = int(meta['epoch']) + 1 if meta.get('epoch') is not None else None
     record['base_model'] = _hub_id(record['init_from'])
     for key in ('init_from', 'teacher'):
         if record[key]:
