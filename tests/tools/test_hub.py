@@ -368,16 +368,82 @@ def test_unknown_model_and_tag_are_refused(checkpoint, tmp_path):
         export(f'{NAME}.in1k', checkpoint, tmp_path / 'out')
 
 
-def test_non_empty_output_folder_is_kept_unless_forced(checkpoint, tmp_path):
+def _contents(folder: Path) -> dict:
+    """Every file below `folder` and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_a_folder_export_did_not_write_is_never_replaced_even_with_force(checkpoint, tmp_path):
     out = tmp_path / 'exports' / 'out'
     out.mkdir(parents=True)
     (out / 'keep.txt').write_text('mine')
+    for force in (False, True):
+        with pytest.raises(HubError, match="holds keep.txt, which export does not write: it is never replaced"):
+            export(NAME, checkpoint, out, force=force)
+    assert _contents(out) == {'keep.txt': b'mine'} and [p.name for p in out.parent.iterdir()] == ['out']
+
+
+def test_a_previous_export_is_replaced_only_with_force(checkpoint, tmp_path):
+    out = export(NAME, checkpoint, tmp_path / 'out')
+    before = _contents(out)
     with pytest.raises(HubError, match='not empty: pass --force'):
         export(NAME, checkpoint, out)
-    assert [p.name for p in out.iterdir()] == ['keep.txt']
-    export(NAME, checkpoint, out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
-    assert [p.name for p in out.parent.iterdir()] == ['out']
+    assert _contents(out) == before
+    export(NAME, checkpoint, out, force=True, ema=True)
+    assert sorted(_contents(out)) == sorted(before) and _contents(out) != before
+    assert [p.name for p in tmp_path.iterdir()] == ['out']  # no lock, partial or old folder left
+
+
+@pytest.mark.parametrize('where', ['run folder', 'runs root', '.', '..'])
+def test_the_checkpoints_own_folders_are_never_replaced(where, checkpoint, tmp_path, monkeypatch):
+    run = tmp_path / 'output' / 'train' / 'RUN'
+    run.mkdir(parents=True)
+    shutil.copy(checkpoint, run / 'model_best.pth.tar')
+    (run / 'last.pth.tar').write_bytes(b'the last epoch')
+    before = _contents(tmp_path)
+    monkeypatch.chdir(run)
+    out = {'run folder': run, 'runs root': run.parent, '.': '.', '..': '..'}[where]
+    with pytest.raises(HubError, match=r'holds .*model_best\.pth\.tar, which this run reads'):
+        export(NAME, run / 'model_best.pth.tar', out, force=True)
+    assert _contents(tmp_path) == before
+
+
+def test_concurrent_exports_to_one_folder_cannot_both_succeed(checkpoint, tmp_path):
+    out = tmp_path / 'out'
+    (tmp_path / '.out.lock').write_text(f'{os.getpid()} {__import__("socket").gethostname()}')  # a live run
+    with pytest.raises(HubError, match='another run .* is writing it'):
+        export(NAME, checkpoint, out)
+    assert not out.exists()
+
+
+def test_a_folder_filled_meanwhile_is_kept(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / 'out'
+    check = hub._check_round_trip
+
+    def someone_else_writes(folder, model, registry_name):
+        out.mkdir()
+        (out / 'theirs.txt').write_text('theirs')
+        return check(folder, model, registry_name)
+
+    monkeypatch.setattr(hub, '_check_round_trip', someone_else_writes)
+    with pytest.raises(HubError, match='filled by someone else meanwhile'):
+        export(NAME, checkpoint, out)
+    assert _contents(out) == {'theirs.txt': b'theirs'}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def test_what_an_interrupted_export_left_is_cleaned_or_put_back(checkpoint, tmp_path):
+    out = export(NAME, checkpoint, tmp_path / 'out')
+    previous = _contents(out)
+    # killed after moving the previous export aside and before moving the new one in: the lock of a process that is
+    # gone, the previous folder aside, the new one half-written
+    out.rename(tmp_path / '.out.0123abcd.old')
+    (tmp_path / '.out.4567cdef.partial').mkdir()
+    (tmp_path / '.out.4567cdef.partial' / 'model.safetensors').write_bytes(b'half')
+    (tmp_path / '.out.lock').write_text(f'999999999 {__import__("socket").gethostname()}')
+    with pytest.raises(HubError, match='not empty: pass --force.*moved the previous .* aside: put back.*removed'):
+        export(NAME, checkpoint, out)
+    assert _contents(out) == previous and sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
 # --- validate.py results
@@ -651,3 +717,64 @@ def test_a_bare_state_dict_exports_without_a_training_history(source, tmp_path):
     training = json.loads((out / 'config.json').read_text())['training']
     assert training['init_from'] is None and training['teacher'] is None and training['epoch'] is None
     assert '## Training' in (out / 'README.md').read_text() and 'after epoch' not in (out / 'README.md').read_text()
+
+
+# --- a folder cannot make loading lenient or drop the head
+
+def _edited(folder: Path, tmp_path: Path, **changes) -> Path:
+    """A copy of an exported folder with config.json fields (dotted paths) set, None deleting one."""
+    copy = tmp_path / 'edited'
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / 'config.json').read_text())
+    for key, value in changes.items():
+        *path, last = key.split('.')
+        node = config
+        for part in path:
+            node = node[part]
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    (copy / 'config.json').write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize('changes, error', [
+    ({'model_args.pretrained_strict': False}, 'model_args sets pretrained_strict, which decide how weights are loaded'),
+    ({'model_args.pretrained_cfg_overlay': {}}, 'pretrained_cfg_overlay'),
+    ({'num_classes': 1000}, r'disagrees with itself: num_classes 1000, pretrained_cfg\.num_classes 10'),
+    ({'pretrained_cfg.num_classes': 7}, r'num_classes 10, pretrained_cfg\.num_classes 7'),
+    ({'model_args.num_classes': 1000}, r'model_args\.num_classes 1000'),
+    ({'num_classes': '10'}, 'num_classes must be a whole number of classes'),
+    ({'model_args.mod_c': 'x'}, 'model_args.mod_c must be a whole number'),
+])
+def test_a_config_that_would_load_weights_wrongly_is_refused(changes, error, exported, tmp_path):
+    folder = _edited(exported, tmp_path, **changes)
+    with pytest.raises((RuntimeError, TypeError), match=error):  # timm itself rejects a few before our check
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_a_folder_missing_tensors_never_loads(exported, tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = _edited(exported, tmp_path)
+    weights = {k: v for k, v in load_file(folder / 'model.safetensors').items() if not k.startswith('layer4.')}
+    save_file(weights, folder / 'model.safetensors')
+    with pytest.raises(RuntimeError, match='layer4'):
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_export_publishes_only_the_model_arguments_it_knows(source, tmp_path):
+    ckpt = _train_checkpoint(tmp_path / 'ckpt.pth.tar', source, NAME, model_kwargs={'pretrained_strict': False})
+    with pytest.raises(HubError, match='model arguments pretrained_strict .* are not published'):
+        export(NAME, ckpt, tmp_path / 'out', repo_id='someone/x.digits')
+    ckpt = _train_checkpoint(tmp_path / 'ckpt2.pth.tar', source, NAME)
+    with pytest.raises(HubError, match='model arguments zero_init_last'):
+        export(NAME, ckpt, tmp_path / 'out', repo_id='someone/x.digits', model_kwargs={'zero_init_last': False})
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('repo_id, tag', [(f'someone/{NAME}.digits', 'digits'), ('someone/x', None)])
+def test_weights_exported_under_their_own_repo_are_not_tagged_as_the_registered_data(source, checkpoint, tmp_path,
+                                                                                     repo_id, tag):
+    out = export(NAME, checkpoint, tmp_path / 'out', repo_id=repo_id)
+    assert json.loads((out / 'config.json').read_text())['pretrained_cfg'].get('tag') == tag

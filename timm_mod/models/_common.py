@@ -1,5 +1,7 @@
 """Settings shared by the timm_mod model families."""
+import json
 import os
+from pathlib import Path
 from typing import Any, Dict, FrozenSet, Optional, Type, TypeVar
 
 import torch.nn as nn
@@ -29,6 +31,8 @@ PAPER_ID = 'arXiv:2409.17016'
 WEIGHTS_FILE = 'model.safetensors'
 
 ModelT = TypeVar('ModelT', bound=nn.Module)
+# the MoD keywords of every model and their types
+MOD_ARG_TYPES = {'mod_c': int, 'mod_reduction': int, 'mod_fusion': str, 'mod_routing': str}
 
 
 class MoDModelMixin:
@@ -99,6 +103,68 @@ def _missing_weights_reason(error: Exception) -> str:
     return f'the repo has no {WEIGHTS_FILE}'
 
 
+# model_args keys that decide how weights are loaded rather than what the model is: a Hub or local folder's config.json
+# may not set them (a repo with "pretrained_strict": false would load a file missing half its tensors without a word)
+LOADER_ARGS = ('features_only', 'feature_cfg', 'kwargs_filter', 'checkpoint_path', 'cache_dir')
+
+
+def _read_config(cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """config.json of the folder or Hub repo `cfg` was read from (hf-hub: / local-dir:), as written; None otherwise."""
+    if cfg.get('source') == 'local-dir' and cfg.get('file'):
+        path = Path(cfg['file']) / 'config.json'
+    elif cfg.get('source') == 'hf-hub' and cfg.get('hf_hub_id'):
+        from huggingface_hub import hf_hub_download
+        repo, _, revision = cfg['hf_hub_id'].partition('@')
+        path = Path(hf_hub_download(repo, 'config.json', revision=revision or None))  # already cached by timm
+    else:
+        return None
+    return json.loads(path.read_text())
+
+
+def check_hub_config(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Refuse a Hub / local folder whose config.json would load its weights wrongly without an error.
+
+    timm takes the number of classes from three fields and resolves a disagreement silently: the model gets one
+    count, the pretrained cfg another, and the classifier weights are dropped for a random head. And any model_args key
+    becomes a constructor argument, so "pretrained_strict": false makes a file missing tensors load anyway.
+
+    Raises:
+        RuntimeError: naming the folder or repo and the fields.
+    """
+    cfg = kwargs.get('pretrained_cfg')
+    cfg = cfg if isinstance(cfg, dict) else getattr(cfg, '__dict__', {})
+    config = _read_config(cfg) if isinstance(cfg, dict) else None
+    if config is None:
+        return
+    where = f"config.json of {cfg.get('file') or cfg.get('hf_hub_id')}"
+    model_args = config.get('model_args') or {}
+    pretrained_cfg = config.get('pretrained_cfg') or {}
+    if not isinstance(model_args, dict) or not isinstance(pretrained_cfg, dict):
+        raise RuntimeError(f'{where}: model_args and pretrained_cfg must be objects (JSON dicts)')
+    loaders = sorted(k for k in model_args if k.startswith('pretrained') or k in LOADER_ARGS)
+    if loaders:
+        raise RuntimeError(
+            f'{where}: model_args sets {", ".join(loaders)}, which decide how weights are loaded, not what the model '
+            f'is; refused (remove them from config.json; pass them to create_model yourself if you mean them)')
+    counts = {'num_classes': config.get('num_classes'), 'pretrained_cfg.num_classes': pretrained_cfg.get('num_classes'),
+              'model_args.num_classes': model_args.get('num_classes')}
+    counts = {k: v for k, v in counts.items() if v is not None}
+    for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RuntimeError(f'{where}: {key} must be a whole number of classes, got {value!r}')
+    if len(set(counts.values())) > 1:
+        raise RuntimeError(
+            f'{where} disagrees with itself: ' + ', '.join(f'{k} {v}' for k, v in counts.items())
+            + '; timm would build one and drop the classifier weights for a random head. Make them agree with the '
+              'classifier in model.safetensors')
+    for key in ('in_chans', *MOD_ARG_TYPES):
+        value = model_args.get(key)
+        expected = MOD_ARG_TYPES.get(key, int)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, expected)):
+            kind = 'a whole number' if expected is int else 'a string'
+            raise RuntimeError(f'{where}: model_args.{key} must be {kind}, got {value!r}')
+
+
 def build_mod_model(
         model_cls: Type[ModelT],
         variant: str,
@@ -124,6 +190,7 @@ def build_mod_model(
         f"Use pretrained=False for random init, or load weights you have: timm.create_model('local-dir:DIR', "
         f"pretrained=True) for an exported folder, 'hf-hub:ORG/REPO' for a Hub repo (config.json rebuilds the "
         f"model), or pretrained_cfg_overlay=dict(file='DIR/{WEIGHTS_FILE}').")
+    check_hub_config(variant, kwargs)
     if pretrained and not (cfg.has_weights or cfg.state_dict):
         published = ', '.join(sorted(PUBLISHED)) or 'none yet'
         raise RuntimeError(

@@ -14,8 +14,6 @@ import argparse
 import csv
 import json
 import logging
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -33,6 +31,7 @@ from ..checkpoint import CheckpointError, checkpoint_model_kwargs, load_strict, 
 from ..models import MODEL_MODULES, list_models
 from ..models._common import WEIGHTS_FILE, hub_repo_id
 from ._extras import import_extra
+from ._files import NewFolder, OutputError
 from .complexity import count_gmacs, count_params_m
 from .paper import BASELINES, PAPER
 
@@ -57,6 +56,9 @@ CARD_TEMPLATES = {
     'mod_timm': 'beyond_paper.md',
 }
 MOD_ARGS = ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')
+# The model arguments config.json may carry: what rebuilds the architecture of the weights, nothing that decides how
+# weights are loaded (pretrained_strict, pretrained_cfg, ...); drop rates only matter in training and are not written
+MODEL_ARGS = ('num_classes', 'in_chans', 'global_pool', 'output_stride', *MOD_ARGS, 'drop_rate', 'drop_path_rate')
 # Hub dataset id and display name of the data behind each pretrained tag
 DATASETS = {'in1k': ('imagenet-1k', 'ImageNet-1k'), 'c10': ('cifar10', 'CIFAR-10'), 'c100': ('cifar100', 'CIFAR-100')}
 # The tag of the data behind train.py's --dataset values that are torchvision's copies of them
@@ -341,13 +343,6 @@ def _card_context(
     )
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise HubError(f'--out {out} exists and is not a folder')
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise HubError(f'--out {out} exists and is not empty: pass --force to replace it')
-
-
 def _resolve_cfg(model_name: str) -> Dict[str, Any]:
     """The registered pretrained cfg of `name[.tag]` (the default tag when none is given)."""
     name, tag = split_model_name_tag(model_name)
@@ -375,6 +370,21 @@ def _data_overlay(train_args: Dict[str, Any], cfg: Dict[str, Any], in_chans: int
         if input_size[1:] != tuple(cfg['input_size'][1:]):
             overlay['pool_size'] = None  # the registered pool size belongs to the registered resolution
     return overlay
+
+
+EXPORTED_FILES = ('README.md', 'config.json', WEIGHTS_FILE)
+
+
+def _not_an_export(folder: Path) -> str:
+    """Why `folder` is not one that export wrote ('' when it is): --force replaces nothing else."""
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in EXPORTED_FILES)
+    if extra:
+        return f'holds {", ".join(extra[:3])}{", ..." if len(extra) > 3 else ""}, which export does not write'
+    try:
+        json.loads((folder / 'config.json').read_text())['architecture']
+    except (OSError, ValueError, KeyError, TypeError):
+        return 'has no config.json that export wrote'
+    return ''
 
 
 def _drop_repeated_num_classes(path: Path) -> None:
@@ -416,15 +426,6 @@ def _check_round_trip(folder: Path, model: nn.Module, registry_name: Optional[st
                 f"under another --repo-id; 'hf-hub:REPO_ID' rebuilds the model from config.json.")
         if not same:
             raise HubError(f'the exported folder does not load back as the same model: {why}')
-
-
-def _move_into_place(folder: Path, out: Path) -> None:
-    """Rename the finished folder onto `out`; a replaced folder is deleted only once the new one is in place."""
-    old = folder.with_suffix('.old')  # as unique as `folder`
-    if out.exists():
-        out.rename(old)
-    folder.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export(
@@ -473,8 +474,6 @@ def export(
         raise HubError(f'model card templates not found in {CARDS_DIR}: this timm-mod install is incomplete')
     cfg = _resolve_cfg(model_name)
     name, tag = cfg['architecture'], cfg['tag']
-    out = Path(out)
-    _check_out(out, force)
     repo_id = repo_id or hub_repo_id(name, tag)
     try:
         validate_repo_id(repo_id)
@@ -482,27 +481,57 @@ def export(
         raise HubError(f'invalid --repo-id {repo_id!r}: {e}') from e
     if '/' not in repo_id:
         raise HubError(f"--repo-id {repo_id!r} needs its organisation or user: 'ORG/NAME.TAG'")
+    target = NewFolder(out, force, ours=_not_an_export, protect=[checkpoint] + ([results] if results else []))
     try:
         state_dict, meta = read_checkpoint(checkpoint, ema)
+        kwargs = checkpoint_model_kwargs(state_dict, meta['args'], cfg, overrides=model_kwargs)
     except CheckpointError as e:
         raise HubError(str(e)) from None
     trained_as = meta['arch'] and _arch_of(meta['arch'])
     if trained_as and trained_as != name:
         raise HubError(f"{checkpoint} was trained as {meta['arch']!r} (its 'arch'), not {name!r}")
-    dataset_info = training_dataset(dataset, meta['args'], _exported_tag(model_name, repo_id, name))
+    unknown = sorted(set(kwargs) - set(MODEL_ARGS))
+    if unknown:
+        raise HubError(
+            f'model arguments {", ".join(unknown)} (from --model-kwargs or the checkpoint\'s train.py model_kwargs) '
+            f'are not published: config.json carries only {", ".join(MODEL_ARGS)}')
+    exported_tag = _exported_tag(model_name, repo_id, name)
+    dataset_info = training_dataset(dataset, meta['args'], exported_tag)
     if results and not dataset_info:
         raise HubError('--results needs --dataset: neither the tag nor the checkpoint says which data the results '
                        'are on')
     measured = read_results(results, name, checkpoint) if results else None
-
-    train_args = meta['args']
     training = training_record(meta, Path(checkpoint), init_from)
     try:
-        kwargs = checkpoint_model_kwargs(state_dict, train_args, cfg, overrides=model_kwargs)
-    except CheckpointError as e:
-        raise HubError(f'{checkpoint}: {e}') from None
-    overlay = _data_overlay(train_args, cfg, kwargs.get('in_chans', cfg['input_size'][0]))
-    _logger.info(f'building {name}.{tag} with {kwargs or "its defaults"}')
+        with target:  # checked and locked before the model is built; written whole or not at all
+            for note in target.notes:
+                _logger.info(note)
+            _write_export(target, cfg, state_dict, meta, kwargs, checkpoint, repo_id, exported_tag, dataset_info,
+                          measured, training)
+    except OutputError as e:
+        raise HubError(str(e)) from None
+    return target.out
+
+
+def _write_export(
+        target: NewFolder,
+        cfg: Dict[str, Any],
+        state_dict: Dict[str, torch.Tensor],
+        meta: Dict[str, Any],
+        kwargs: Dict[str, Any],
+        checkpoint: Union[str, Path],
+        repo_id: str,
+        exported_tag: Optional[str],
+        dataset_info: Optional[Tuple[str, str]],
+        measured: Optional[Dict[str, Any]],
+        training: Dict[str, Any],
+) -> None:
+    """Build the model, load the checkpoint, render the card and write the folder, verified by a round trip."""
+    name, tag = cfg['architecture'], cfg['tag']
+    overlay = _data_overlay(meta['args'], cfg, kwargs.get('in_chans', cfg['input_size'][0]))
+    # the weights are tagged as exported (a digits model is no in1k model), or not at all
+    overlay['tag'] = exported_tag
+    _logger.info(f'building {name} with {kwargs or "its defaults"}')
     model = timm.create_model(f'{name}.{tag}', pretrained_cfg_overlay=overlay, **kwargs)
     try:
         load_strict(model, state_dict, f'{checkpoint} does not fit {name} built with these settings')
@@ -512,7 +541,7 @@ def export(
     model.eval()
     registry_name = f'{name}.{tag}' if repo_id == hub_repo_id(name, tag) else None
     if registry_name:  # the round trip checks the rest; these differences are cheap to see now
-        differs = dict(overlay)
+        differs = {k: v for k, v in overlay.items() if k != 'tag'}
         if kwargs.get('num_classes', cfg['num_classes']) != cfg['num_classes']:
             differs['num_classes'] = kwargs['num_classes']
         if differs:
@@ -524,26 +553,16 @@ def export(
     model_args.setdefault('num_classes', model.num_classes)
 
     family = next(m for m in MODEL_MODULES if name in timm.list_models(module=m))
-    template = CARD_TEMPLATES[family]
     _logger.info('counting parameters and MACs for the model card')
     context = _card_context(model, name, repo_id, registry_name, model_args, dataset_info, measured, training)
-    card = render_card(template, **context)
-
-    # beside `out`, so the final move is a rename; mkdir (unlike mkdtemp) gives the folder the user's usual mode
-    folder = out.with_name(f'.{out.name}.{uuid.uuid4().hex[:8]}.partial')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    folder.mkdir()
-    try:
+    card = render_card(CARD_TEMPLATES[family], **context)
+    with target.staging() as folder:
         save_for_hf(model, folder, model_args=model_args, model_config=dict(training=training),
                     safe_serialization=True)
         _drop_repeated_num_classes(folder / 'config.json')
         (folder / 'README.md').write_text(card, encoding='utf-8')
         _logger.info('loading the folder back through timm to compare outputs')
         _check_round_trip(folder, model, registry_name)
-        _move_into_place(folder, out)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return out
 
 
 def publish(
