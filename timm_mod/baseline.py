@@ -33,6 +33,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from timm.models import get_pretrained_cfg, parse_model_name, split_model_name_tag
 
+from ._offline import hub_reachable, offline_unless_reachable
 from .checkpoint import CheckpointError, model_from_checkpoint
 from .convert import find_stages
 from .layers import MoDBlock
@@ -127,6 +128,8 @@ def _missing(name: str, repo: Optional[str], error: Exception) -> BaselineError:
         why = 'the requested revision does not exist'
     elif hub_constants.HF_HUB_OFFLINE:
         why = f'HF_HUB_OFFLINE is set and they are not in the Hugging Face cache {hub_constants.HF_HUB_CACHE}'
+    elif not hub_reachable():
+        why = f'the Hub cannot be reached and they are not in the Hugging Face cache {hub_constants.HF_HUB_CACHE}'
     else:
         why = (f'the Hub could not be reached and they are not in the Hugging Face cache {hub_constants.HF_HUB_CACHE} '
                f'({type(error).__name__})')
@@ -177,7 +180,8 @@ def load_baseline(source: Union[str, Path, nn.Module]) -> nn.Module:
                 + (f' (with weights: {", ".join(tags[:6])})' if tags else '') + '; or pass a train.py checkpoint')
         repo = cfg.hf_hub_id
     try:
-        model = timm.create_model(source, pretrained=True)
+        with offline_unless_reachable():  # no network: the cache at once, not a minute of retries
+            model = timm.create_model(source, pretrained=True)
     except (EntryNotFoundError, HfHubHTTPError, OSError) as e:  # LocalEntryNotFoundError, offline, unreachable
         raise _missing(source, repo, e) from e
     except RuntimeError as e:

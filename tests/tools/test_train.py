@@ -200,6 +200,7 @@ def test_imagenet_dry_run_is_the_papers_recipe(launch_env, monkeypatch):
 
 @pytest.mark.parametrize('name,classes', [('cifar10', '10'), ('cifar100', '100')])
 def test_cifar_dry_run_uses_timms_torchvision_dataset(launch_env, name, classes):
+    (launch_env / 'cache' / 'data' / tm_train.CIFAR_FOLDERS[name]).mkdir(parents=True)  # downloaded before
     cmd = build_command(name, 'resnet18_mod_cifar', dry_run=True)
     assert _flag(cmd, '--dataset') == f'torch/{name}' and '--dataset-download' in cmd
     assert _flag(cmd, '--data-dir') == str(launch_env / 'cache' / 'data')
@@ -207,6 +208,14 @@ def test_cifar_dry_run_uses_timms_torchvision_dataset(launch_env, name, classes)
     assert (_flag(cmd, '--epochs'), _flag(cmd, '--sched'), _flag(cmd, '--weight-decay')) == ('200', 'cosine', '5e-4')
     assert (_flag(cmd, '--batch-size'), _flag(cmd, '--lr-base'), _flag(cmd, '--lr-base-size')) == ('128', '0.1', '128')
     assert _flag(cmd, '--mean', 3) == [str(v) for v in tm_train.CIFAR_MEAN_STD[name][0]]
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+def test_cifar_not_downloaded_and_offline_is_refused_at_once_leaving_no_folder(launch_env, name, monkeypatch, capsys):
+    monkeypatch.setattr(tm_train, 'reachable', lambda url, timeout=3.0: False)
+    err = _fails([name, 'resnet18_mod_cifar'], capsys)
+    assert f'no {tm_train.CIFAR_FOLDERS[name]}/' in err and 'cannot be reached' in err and 'DATA_DIR' in err
+    assert not (launch_env / 'output').exists()
 
 
 def test_folder_dry_run_counts_classes_and_finds_validation(launch_env):
@@ -554,6 +563,66 @@ def test_each_run_gets_a_new_folder(tmp_path):
     first = tm_train._new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
     second = tm_train._new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
     assert first != second and first.is_dir() and second.is_dir()
+
+
+@pytest.mark.parametrize('flag', ['--experiment', '--exp', '--experim'])
+def test_a_named_run_never_overwrites_another(launch_env, flag, capsys):
+    """train.py's argparse takes any unique prefix of --experiment: each gets the never-overwrite folder."""
+    cmd = build_command('digits', 'resnet18_mod', extras=[flag, 'mine'], dry_run=False)
+    run_dir = launch_env / 'output' / 'train' / 'mine'
+    assert run_dir.is_dir() and _flag(cmd, '--experiment') == 'mine'
+    (run_dir / 'last.pth.tar').write_bytes(b'epoch 9')
+    err = _fails(['digits', 'resnet18_mod', f'{flag}=mine'], capsys)
+    assert 'exists, and a run never overwrites another' in err and '--resume output/train/mine/last.pth.tar' in err
+    assert [p.name for p in run_dir.iterdir()] == ['last.pth.tar'] and (run_dir / 'last.pth.tar').read_bytes() == (
+        b'epoch 9')
+
+
+def _fake_train_py(launch_env: Path, body: str) -> None:
+    (launch_env / 'timm-checkout' / 'train.py').write_text(body)
+
+
+def test_a_launch_that_fails_before_train_py_writes_leaves_no_folder(launch_env, capsys):
+    _fake_train_py(launch_env, 'raise SystemExit(3)\n')  # e.g. a dataset download that fails
+    assert main(['digits', 'resnet18_mod']) == 3
+    assert list((launch_env / 'output' / 'train').iterdir()) == []
+    assert 'failed before writing anything: removed' in capsys.readouterr().err
+    # a run that wrote something keeps its folder, whatever its end
+    _fake_train_py(launch_env, 'import sys, pathlib\n'
+                               'i = sys.argv.index("--experiment")\n'
+                               'run = pathlib.Path(sys.argv[sys.argv.index("--output") + 1]) / sys.argv[i + 1]\n'
+                               '(run / "args.yaml").write_text("model: resnet18_mod")\n'
+                               'raise SystemExit(1)\n')
+    assert main(['digits', 'resnet18_mod']) == 1
+    [run] = (launch_env / 'output' / 'train').iterdir()
+    assert [p.name for p in run.iterdir()] == ['args.yaml']
+
+
+def test_without_the_hub_train_py_reads_the_caches_at_once(launch_env, monkeypatch, capsys):
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    monkeypatch.setattr(tm_train, 'hub_reachable', lambda timeout=3.0: False)
+    seen = launch_env / 'seen'
+    _fake_train_py(launch_env, f'import os, pathlib\npathlib.Path({str(seen)!r}).write_text('
+                               f'os.environ.get("HF_HUB_OFFLINE", ""))\n')
+    assert main(['digits', 'resnet18_mod']) == 0
+    assert seen.read_text() == '1' and 'HF_HUB_OFFLINE=1' in capsys.readouterr().err
+
+
+def test_resume_takes_the_interrupted_runs_arguments(launch_env, capsys):
+    run = launch_env / 'output' / 'train' / 'digits-resnet18_mod-20260101-000000'
+    run.mkdir(parents=True)
+    (run / 'last.pth.tar').write_bytes(b'checkpoint')
+    (run / 'args.yaml').write_text('model: resnet18_mod\nepochs: 20\nlr_base: 0.05\n')
+    cmd = build_command('digits', 'resnet18_mod', resume='last', dry_run=True)
+    rel = run.relative_to(launch_env)
+    assert _flag(cmd, '-c') == str(rel / 'args.yaml') and _flag(cmd, '--resume') == str(rel / 'last.pth.tar')
+    assert '--epochs' not in cmd and '--lr-base' not in cmd  # the recorded 20 epochs and lr 0.05 stand
+    assert _flag(cmd, '--experiment') != run.name
+    (run / 'args.yaml').write_text('model: resnet50_mod\n')
+    assert 'was trained as resnet50_mod' in _fails(['digits', 'resnet18_mod', '--resume', str(run / 'last.pth.tar'),
+                                                    '--dry-run'], capsys)
+    assert 'continues from its checkpoint' in _fails(['digits', 'resnet18_mod', '--resume', str(run / 'last.pth.tar'),
+                                                      '--init-from', 'resnet18.a1_in1k', '--dry-run'], capsys)
 
 
 def test_cached_checkout_of_another_version_is_noted_not_refused(monkeypatch, tmp_path, capsys):

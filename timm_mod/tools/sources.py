@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from .._offline import offline_unless_reachable
+
 __all__ = ['SCHEMES', 'SourceError', 'SourceInfo', 'inspect_source', 'check_split', 'check_keys']
 
 # The modules each scheme's timm reader imports (pip installs them under these names, but for _PIP_NAMES)
@@ -106,18 +108,20 @@ def _inspect_hf(scheme: str, name: str, data_dir: Optional[str]) -> SourceInfo:
     datasets, = _require(scheme)
     source = f'{scheme}/{name}'
     cache = data_dir or datasets.config.HF_DATASETS_CACHE
+    told_offline = datasets.config.HF_HUB_OFFLINE
     try:
-        # reads the dataset card and the names of its files (or, offline, the cache), not its data
-        builder = datasets.load_dataset_builder(name, cache_dir=data_dir)
+        # reads the dataset card and the names of its files (or, offline, the cache), not its data; without a
+        # network, at once from the cache rather than after datasets' retries
+        with offline_unless_reachable():
+            builder = datasets.load_dataset_builder(name, cache_dir=data_dir)
     except ConnectionError as e:
-        if datasets.config.HF_HUB_OFFLINE:
+        if told_offline:
             why = 'HF_HUB_OFFLINE is set'
             fix = ('run once online (HF_HUB_OFFLINE unset) to download it there, or pass --data-dir with a datasets '
                    'cache that holds it')
         else:
-            why = 'the Hugging Face Hub could not be reached'
-            fix = ('check the network; offline, pass --data-dir with a datasets cache that holds it and set '
-                   'HF_HUB_OFFLINE=1')
+            why = 'the Hugging Face Hub cannot be reached'
+            fix = 'check the network, or pass --data-dir with a datasets cache that holds it'
         raise SourceError(f'{source}: {why} and {name} is not in the datasets cache {cache}: {fix}') from e
     except Exception as e:  # not on the Hub, gated, no data files, ...: datasets says which
         hint = ''

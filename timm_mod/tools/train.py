@@ -64,6 +64,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,6 +78,7 @@ import torch
 from timm.models import parse_model_name, safe_model_name, save_for_hf
 from timm.utils import ParseKwargs
 
+from .._offline import hub_reachable, reachable
 from ..baseline import BaselineError, BaselineTransfer, init_from_baseline, is_checkpoint_path, load_baseline
 from ..checkpoint import CheckpointError
 from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
@@ -223,6 +226,27 @@ def _last_value(args: Sequence[str], *flags: str) -> Optional[str]:
     return value
 
 
+# train.py's options that the launcher reads from the arguments it passes on. train.py's argparse takes any unique
+# prefix of an option (--exp for --experiment), so the launcher reads such prefixes as the option they stand for.
+READ_OPTIONS = (
+    '--experiment', '--output', '--data-dir', '--dataset', '--dataset-download', '--num-classes', '--in-chans',
+    '--gp', '--model-kwargs', '--kd-model-name', '--initial-checkpoint', '--seed', '--device', '--epochs',
+    '--train-split', '--val-split', '--input-key', '--target-key', '--train-num-samples', '--val-num-samples')
+
+
+def _spelled_out(args: Sequence[str]) -> List[str]:
+    """train.py arguments with every unique prefix of a READ_OPTIONS option written out in full."""
+    spelled = []
+    for arg in args:
+        name, eq, value = arg.partition('=')
+        if name.startswith('--') and len(name) > 2 and name not in READ_OPTIONS:
+            matches = [o for o in READ_OPTIONS if o.startswith(name)]
+            if len(matches) == 1:
+                arg = matches[0] + eq + value
+        spelled.append(arg)
+    return spelled
+
+
 def _without(args: Sequence[str], flag: str) -> List[str]:
     """train.py arguments without any ``flag VALUE`` / ``flag=VALUE``."""
     kept, skip = [], False
@@ -357,6 +381,7 @@ def _dataset(dataset: str, extras: Sequence[str], env: Mapping[str, str]) -> Tup
         return dataset, IMAGENET, _image_folder_args(Path(data_dir), f'imagenet in {data_dir}')
     if dataset in CIFAR_MEAN_STD:
         root = data_dir or str(cache_root() / 'data')
+        _check_cifar(dataset, Path(root))
         # timm's torch/ datasets read any eval split name as torchvision's test set
         return dataset, PRESETS[dataset], [
             '--dataset', f'torch/{dataset}', '--dataset-download', '--data-dir', root,
@@ -450,6 +475,8 @@ def _prepare_start(model: str, init_from: Optional[str], teacher: Optional[str],
     if init_from:
         try:
             baseline = load_baseline(init_from)
+            # the new blocks start from train.py's seed (its default, 42): a rerun starts from the same weights
+            torch.manual_seed(int(_last_value(args, '--seed') or 42))
             student = timm.create_model(model, **kwargs)
             start.transfer = dataclasses.replace(init_from_baseline(student, baseline), baseline=init_from)
         except (BaselineError, CheckpointError) as e:
@@ -491,6 +518,21 @@ def _write_start(start: _Start, run_dir: Path) -> None:
         save_file(start.weights, str(run_dir / INIT_FILE), metadata=metadata)
     if start.teacher_model is not None:
         save_for_hf(start.teacher_model, run_dir / TEACHER_DIR, safe_serialization=True)
+
+
+# The folder torchvision's CIFAR datasets extract into, and where they download from
+CIFAR_FOLDERS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
+CIFAR_URL = 'https://www.cs.toronto.edu/~kriz/'
+
+
+def _check_cifar(name: str, root: Path) -> None:
+    """torchvision's copy of CIFAR is in `root`, or its download site answers (train.py downloads it there)."""
+    if (root / CIFAR_FOLDERS[name]).is_dir() or reachable(CIFAR_URL):
+        return
+    raise UsageError(
+        f'{name}: not in {root} (no {CIFAR_FOLDERS[name]}/) and {CIFAR_URL} cannot be reached to download it. Run '
+        f'once with a network to download it there, or set DATA_DIR (or --data-dir) to a folder that holds '
+        f'{CIFAR_FOLDERS[name]}/')
 
 
 def _device_args(device: str, nproc: int, gpus: int) -> List[str]:
@@ -536,6 +578,45 @@ def _new_run_dir(output: Path, prefix: str, reserve: bool) -> Path:
     raise UsageError(f'no free run folder for {base}')
 
 
+def _named_run_dir(output: Path, name: str, reserve: bool) -> Path:
+    """``output/name`` for --experiment NAME: never one that exists, for a run never overwrites another's."""
+    path = output / name
+    if name in ('', '.', '..') or '/' in name:
+        raise UsageError(f'--experiment {name!r}: a run folder name, without /')
+    try:
+        if reserve:
+            path.mkdir(parents=True)
+        elif path.exists():
+            raise FileExistsError
+    except FileExistsError:
+        raise UsageError(f'--experiment {name}: {path} exists, and a run never overwrites another\'s checkpoints. Name '
+                         f'another experiment, or continue that run with --resume {path / "last.pth.tar"}') from None
+    return path
+
+
+def _resume_args(checkpoint: Path, model: str) -> List[str]:
+    """train.py arguments that resume from `checkpoint` with every argument of the run that wrote it.
+
+    train.py restores the weights, the optimizer, the loss scaler, the EMA weights and the epoch from the checkpoint;
+    the interrupted run's args.yaml beside it (train.py --config) restores the rest of its recipe, whatever the
+    command line repeated of it. Without args.yaml, the preset's recipe is used.
+    """
+    args_yaml = checkpoint.parent / 'args.yaml'
+    if not args_yaml.is_file():
+        print(f'timm_mod: note: no args.yaml beside {checkpoint}: resuming with the preset\'s recipe, not the '
+              f'interrupted run\'s arguments', file=sys.stderr)
+        return ['--resume', str(checkpoint)]
+    import yaml
+    try:
+        recorded = yaml.safe_load(args_yaml.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f'{args_yaml} is not train.py\'s arguments ({e})') from None
+    if not isinstance(recorded, dict) or recorded.get('model') != model:
+        raise UsageError(f'{checkpoint} was trained as {recorded.get("model") if isinstance(recorded, dict) else "?"}'
+                         f' (its args.yaml), not {model}')
+    return ['-c', str(args_yaml), '--resume', str(checkpoint)]
+
+
 def _last_checkpoint(output: Path, prefix: str) -> Path:
     """last.pth.tar of the most recently saved run named ``prefix-TIMESTAMP`` under `output`."""
     pattern = re.compile(re.escape(prefix) + r'-\d{8}-\d{6}(-\d+)?')
@@ -570,6 +651,7 @@ def build_command(
         distill: With `init_from`, distil from the baseline.
     """
     env = os.environ if env is None else env
+    extras = _spelled_out(extras)
     # every check first, then the slow parts (a clone, the digits conversion), then the run folder
     _check_model(model)
     name, preset, data_args = _dataset(dataset, extras, env)
@@ -581,10 +663,14 @@ def build_command(
     prefix = f'{name}-{safe_model_name(model)}'
     resume_args = []
     if resume:
+        if init_from:
+            raise UsageError('--init-from starts a new run from a baseline; a resumed run continues from its checkpoint')
         checkpoint = _last_checkpoint(output, prefix) if resume == 'last' else Path(resume)
         if not checkpoint.is_file():
             raise UsageError(f'no checkpoint to resume at {checkpoint}')
-        resume_args = ['--resume', str(checkpoint)]
+        resume_args = _resume_args(checkpoint, model)
+    if _last_value(extras, '--experiment') is not None:
+        _named_run_dir(output, _last_value(extras, '--experiment'), reserve=False)  # refused before any work
     teacher = _last_value(extras, '--kd-model-name') or (init_from if distill else None)
     if init_from and topology.nnodes > 1 and _last_value(extras, '--experiment') is None:
         raise UsageError('--init-from on several nodes needs --experiment NAME, the same on every node, and an '
@@ -600,19 +686,26 @@ def build_command(
         write_digits(digits_root())
     run_args = []
     experiment = _last_value(extras, '--experiment')
+    reserve = not dry_run and topology.node_rank == 0  # only node 0 writes: no empty folders on the others
     if experiment is None:
-        # only global rank 0 writes: the other nodes must not leave empty folders behind
-        run_dir = _new_run_dir(output, prefix, reserve=not dry_run and topology.node_rank == 0)
+        run_dir = _new_run_dir(output, prefix, reserve=reserve)
         run_args = ['--output', str(output), '--experiment', run_dir.name]
     else:
-        run_dir = output / experiment
+        run_dir = _named_run_dir(output, experiment, reserve=reserve)
     # node 0 writes them; the other nodes read them from the shared folder
     if (start.weights is not None or start.teacher_model is not None) and not dry_run and topology.node_rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_start(start, run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_start(start, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # reserved by this launch, holding only what it wrote
+            raise
     if start.transfer is not None:
         print(f'timm_mod: {model} {start.transfer}', file=sys.stderr)
 
+    if resume_args and resume_args[0] == '-c':  # the interrupted run's own arguments: no preset, no data arguments
+        return [*_launcher(topology, repo / 'train.py'), *resume_args[:2], *device_args, '--device-modules',
+                'timm_mod', *run_args, *resume_args[2:], *extras]
     per_process = max(1, preset.global_batch // topology.world_size)
     lr = preset.lr * (FINETUNE.lr_scale if init_from else 1)
     recipe = [*preset.args, '--batch-size', str(per_process), '--lr-base', f'{lr:g}',
@@ -666,8 +759,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(shlex.join(cmd), flush=True)
     if dry_run:
         return 0
+    env = dict(os.environ)
+    if not env.get('HF_HUB_OFFLINE') and not hub_reachable():
+        # timm's readers and downloads would retry for a minute before using the cache: tell them at once
+        print('timm_mod: the Hugging Face Hub cannot be reached: train.py runs with HF_HUB_OFFLINE=1 (the local '
+              'caches)', file=sys.stderr)
+        env['HF_HUB_OFFLINE'] = '1'
+    return run(cmd, env)
+
+
+def _started(run_dir: Path) -> bool:
+    """Whether train.py wrote anything into the run folder (what the launcher wrote there does not count)."""
+    return run_dir.is_dir() and any(p.name not in (INIT_FILE, TEACHER_DIR) for p in run_dir.iterdir())
+
+
+def run(cmd: List[str], env: Optional[Mapping[str, str]] = None) -> int:
+    """Run train.py (or torchrun) and return its exit status; a run that failed before train.py wrote anything leaves
+    no folder behind.
+
+    train.py runs as a child in the same process group, so a terminal's Ctrl-C reaches it directly; SIGTERM and
+    SIGHUP sent to the launcher are passed on. A child killed by a signal gives the shell's 128 + signal.
+    """
+    run_dir = Path(_last_value(cmd, '--output') or 'output/train') / (_last_value(cmd, '--experiment') or '')
+    existed = _started(run_dir)
+    sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(cmd[0], cmd)  # train.py takes this process over: signals and the exit status are its own
+    child = subprocess.Popen(cmd, env=env)
+    forwarded = {sig: signal.signal(sig, lambda s, frame: child.send_signal(s)) for sig in (
+        signal.SIGTERM, signal.SIGHUP)}
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets it from the terminal
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in forwarded.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, interrupt)
+    if code and not existed and run_dir.name and not _started(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)  # the launcher's own files only: train.py wrote nothing
+        print(f'timm_mod: train.py failed before writing anything: removed {run_dir}', file=sys.stderr)
+    return 128 - code if code < 0 else code
 
 
 if __name__ == '__main__':
