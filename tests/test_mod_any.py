@@ -12,7 +12,7 @@ import timm_mod
 from timm_mod import MoDBlock
 from timm_mod.tools.complexity import count_params_m
 from timm_mod.convert import find_stages
-from timm_mod.tools.paper import BASELINES
+from timm_mod.models.pairing import BASELINES
 
 SIZE = 64
 # Small members of every supported family: (timm name, create kwargs); the ids say what each one covers.

@@ -18,6 +18,3 @@ from .convert import mod, mod_stage, register_block_adapter
 from .baseline import BaselineTransfer, init_from_baseline, load_baseline
 from .models import *
 from .models import MODEL_MODULES, list_models
-from . import _moved
-
-_moved.install()

@@ -29,6 +29,7 @@ from PIL import Image
 
 import timm_mod.tools.run as tm_run
 import timm_mod.tools.train as tm_train
+from timm_mod.tools._cli import new_run_dir
 from timm_mod.tools.train import DIGITS_SIZE, build_command, main, write_digits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -560,8 +561,8 @@ def test_digits_are_written_once_as_a_stratified_32px_image_folder(tmp_path):
 
 
 def test_each_run_gets_a_new_folder(tmp_path):
-    first = tm_train._new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
-    second = tm_train._new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
+    first = new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
+    second = new_run_dir(tmp_path, 'digits-resnet18_mod', reserve=True)
     assert first != second and first.is_dir() and second.is_dir()
 
 

@@ -8,66 +8,15 @@ stage replaced by a MoD block around a k-channel InvertedResidual (c = 16, r = 1
 the deeper, wider channel plan of Appendix A.3, Table 6.
 """
 from functools import partial
-from typing import Tuple, Type
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._efficientnet_builder import decode_arch_def, round_channels
-from timm.models._builder import pretrained_cfg_for_features
-from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
-from ._common import MoDModelMixin, build_mod_model, mod_cfg
+from .._timm import decode_arch_def, round_channels
+from ._common import mod_cfg
+from ._efficientnet import EFFNET_FEATURES_FILTER, EfficientNetFeaturesMoD, EfficientNetMoD, create_effnet_mod
 
 __all__ = ['EfficientNetMoD', 'EfficientNetFeaturesMoD']
-
-
-# Head arguments that timm's EfficientNetFeatures does not take (timm's `_create_effnet` drops them)
-EFFNET_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'global_pool')
-
-
-class EfficientNetMoD(MoDModelMixin, EfficientNet):
-    """timm EfficientNet / MobileNetV2 whose stages alternate standard and MoD blocks (c = 16 by default)."""
-    default_mod_c = 16
-
-
-class EfficientNetFeaturesMoD(MoDModelMixin, EfficientNetFeatures):
-    """features_only version of `EfficientNetMoD` (timm's EfficientNetFeatures with the same MoD blocks)."""
-    default_mod_c = 16
-
-
-def _create_effnet_mod(
-        variant: str,
-        model_cls: Type[nn.Module],
-        features_cls: Type[nn.Module],
-        kwargs_filter: Tuple[str, ...],
-        pretrained: bool = False,
-        **kwargs,
-) -> nn.Module:
-    """timm's `_create_effnet` / `_create_mnv3` for any EfficientNet-family model class and its Features class.
-
-    features_only builds `features_cls` (EfficientNetFeatures, MobileNetV3Features), which takes no head arguments
-    (`kwargs_filter`); with `feature_cls` or `feature_cfg` the full model is wrapped by timm's feature extractors
-    instead (hook, fx, getter).
-    """
-    features_mode = ''
-    if kwargs.pop('features_only', False):
-        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
-            features_mode = 'cfg'
-        else:
-            model_cls = features_cls
-            features_mode = 'cls'
-    model = build_mod_model(
-        model_cls,
-        variant,
-        pretrained,
-        features_only=features_mode == 'cfg',
-        pretrained_strict=features_mode != 'cls',
-        kwargs_filter=kwargs_filter if features_mode == 'cls' else None,
-        **kwargs,
-    )
-    if features_mode == 'cls':
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
-    return model
 
 
 def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **kwargs) -> EfficientNetMoD:
@@ -80,7 +29,7 @@ def _create_mobilenetv2_mod(variant: str, arch_def, pretrained: bool = False, **
         norm_layer=nn.BatchNorm2d,
         act_layer=nn.ReLU6,
     )
-    return _create_effnet_mod(
+    return create_effnet_mod(
         variant, EfficientNetMoD, EfficientNetFeaturesMoD, EFFNET_FEATURES_FILTER, pretrained,
         **dict(model_args, **kwargs))
 

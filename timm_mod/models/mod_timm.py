@@ -4,7 +4,7 @@ Paper: `CNN Mixture-of-Depths` - Rinor Cakaj, Jens Mehnert, Bin Yang (ACCV 2024)
     https://arxiv.org/abs/2409.17016
 
 The paper names ConvNeXt among the architectures MoD fits but publishes only ResNet, MobileNetV2 and VGG models.
-Each model here is its timm baseline (paired in `BASELINES` below) with every second block of each stage
+Each model here is its timm baseline (paired in `timm_mod.models.pairing`) with every second block of each stage
 replaced by a MoD block of the same type (`timm_mod.mod`), c by the paper's rule (`timm_mod.convert.default_c`):
 64 for the ResNets, 32 for RegNetY-1.6GF, 16 for EfficientNet-B0 and MobileNetV3-L. For ConvNeXt the rule's 96 / 80
 is halved to 48 / 40, so that the LayerNorm of each MoD block spans at least two channels. No weights exist for
@@ -15,25 +15,21 @@ from typing import Any, Dict
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
-from timm.models._efficientnet_blocks import SqueezeExcite
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
-from timm.models.convnext import ConvNeXt, checkpoint_filter_fn as _convnext_filter_fn
+from timm.models.convnext import ConvNeXt
 from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
-from timm.models.regnet import RegNet, RegNetCfg, _filter_fn as _regnet_filter_fn, model_cfgs as _regnet_cfgs
+from timm.models.regnet import RegNet, RegNetCfg
 from timm.models.resnet import Bottleneck
 
+from .._timm import (
+    SqueezeExcite, convnext_filter_fn, decode_arch_def, regnet_cfgs, regnet_filter_fn, resolve_act_layer,
+    resolve_bn_args, round_channels)
 from ._common import MoDModelMixin, build_mod_model, mod_cfg
-from .mod_mobilenetv2 import EFFNET_FEATURES_FILTER, EfficientNetFeaturesMoD, EfficientNetMoD, _create_effnet_mod
+from ._efficientnet import EFFNET_FEATURES_FILTER, EfficientNetFeaturesMoD, EfficientNetMoD, create_effnet_mod
 from .mod_resnet import ResNetMoD
+from .pairing import BEYOND_PAPER
 
 __all__ = ['ConvNeXtMoD', 'RegNetMoD', 'MobileNetV3MoD', 'MobileNetV3FeaturesMoD']
 
-# Each model and the timm model it converts (its baseline in the bench; the paper has no numbers for these)
-BASELINES = {
-    'convnext_tiny_mod': 'convnext_tiny', 'convnext_nano_mod': 'convnext_nano',
-    'resnext50_32x4d_mod': 'resnext50_32x4d', 'seresnet50_mod': 'seresnet50', 'regnety_016_mod': 'regnety_016',
-    'efficientnet_b0_mod': 'efficientnet_b0', 'mobilenetv3_large_100_mod': 'mobilenetv3_large_100',
-}
 
 
 class ConvNeXtMoD(MoDModelMixin, ConvNeXt):
@@ -65,18 +61,14 @@ class MobileNetV3FeaturesMoD(MoDModelMixin, MobileNetV3Features):
 def _create_convnext_mod(variant: str, pretrained: bool = False, **kwargs) -> ConvNeXtMoD:
     return build_mod_model(
         ConvNeXtMoD, variant, pretrained,
-        pretrained_filter_fn=_convnext_filter_fn,
+        pretrained_filter_fn=convnext_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
         **kwargs)
 
 
-def _create_resnet_mod(variant: str, pretrained: bool = False, **kwargs) -> ResNetMoD:
-    return build_mod_model(ResNetMoD, variant, pretrained, **kwargs)
-
-
 def _create_regnet_mod(variant: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) -> RegNetMoD:
     return build_mod_model(
-        RegNetMoD, variant, pretrained, model_cfg=cfg, pretrained_filter_fn=_regnet_filter_fn, **kwargs)
+        RegNetMoD, variant, pretrained, model_cfg=cfg, pretrained_filter_fn=regnet_filter_fn, **kwargs)
 
 
 # Eval settings copied from the default pretrained cfg of each model's baseline
@@ -85,11 +77,11 @@ _BASELINE_CFG_FIELDS = (
 
 
 def _cfg(name: str, tag: str = 'in1k', **kwargs) -> Dict[str, Any]:
-    baseline = get_pretrained_cfg(BASELINES[name])
+    baseline = get_pretrained_cfg(BEYOND_PAPER[name])
     return mod_cfg(name, tag, **{f: getattr(baseline, f) for f in _BASELINE_CFG_FIELDS}, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(name) for name in BASELINES})
+default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(name) for name in BEYOND_PAPER})
 
 
 @register_model
@@ -110,20 +102,20 @@ def convnext_nano_mod(pretrained: bool = False, **kwargs) -> ConvNeXtMoD:
 def resnext50_32x4d_mod(pretrained: bool = False, **kwargs) -> ResNetMoD:
     """ResNeXt50-32x4d-MoD: MoD bottlenecks keep the group width, so at k <= 32 channels their 3x3 conv is dense."""
     model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3), cardinality=32, base_width=4)
-    return _create_resnet_mod('resnext50_32x4d_mod', pretrained, **dict(model_args, **kwargs))
+    return build_mod_model(ResNetMoD, 'resnext50_32x4d_mod', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def seresnet50_mod(pretrained: bool = False, **kwargs) -> ResNetMoD:
     """SE-ResNet50-MoD: MoD bottlenecks keep the SE ratio 1/16 (at least one hidden channel), c = 64."""
     model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3), block_args=dict(attn_layer='se'))
-    return _create_resnet_mod('seresnet50_mod', pretrained, **dict(model_args, **kwargs))
+    return build_mod_model(ResNetMoD, 'seresnet50_mod', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def regnety_016_mod(pretrained: bool = False, **kwargs) -> RegNetMoD:
     """RegNetY-1.6GF-MoD: alternating MoD bottlenecks with SE and group width 24 (or less), c = 32."""
-    return _create_regnet_mod('regnety_016_mod', _regnet_cfgs['regnety_016'], pretrained, **kwargs)
+    return _create_regnet_mod('regnety_016_mod', regnet_cfgs['regnety_016'], pretrained, **kwargs)
 
 
 @register_model
@@ -147,7 +139,7 @@ def efficientnet_b0_mod(pretrained: bool = False, **kwargs) -> EfficientNetMoD:
         act_layer=resolve_act_layer(kwargs, 'swish'),
         norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
     )
-    return _create_effnet_mod(
+    return create_effnet_mod(
         'efficientnet_b0_mod', EfficientNetMoD, EfficientNetFeaturesMoD, EFFNET_FEATURES_FILTER, pretrained,
         **dict(model_args, **kwargs))
 
@@ -174,7 +166,7 @@ def mobilenetv3_large_100_mod(pretrained: bool = False, **kwargs) -> MobileNetV3
         act_layer=resolve_act_layer(kwargs, 'hard_swish'),
         se_layer=partial(SqueezeExcite, gate_layer='hard_sigmoid', force_act_layer=nn.ReLU, rd_round_fn=round_channels),
     )
-    return _create_effnet_mod(
+    return create_effnet_mod(
         'mobilenetv3_large_100_mod', MobileNetV3MoD, MobileNetV3FeaturesMoD,
         ('num_classes', 'num_features', 'head_conv', 'head_bias', 'head_norm', 'global_pool'), pretrained,
         **dict(model_args, **kwargs))

@@ -35,7 +35,8 @@ from torch.utils import benchmark
 from ..layers import MoDBlock
 from . import deploy
 from .complexity import count_gmacs, count_params_m
-from .paper import BASELINES, PAPER
+from ..models.pairing import BASELINES
+from .paper import PAPER
 
 __all__ = ['default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
 
@@ -370,7 +371,7 @@ def main(argv=None):
         prog='python -m timm_mod.tools.bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='',
                         help='comma-separated models; each MoD model brings its paired baseline '
-                             '(default: every MoD model of timm_mod.tools.paper.BASELINES)')
+                             '(default: every MoD model of timm_mod.models.pairing.BASELINES)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
     parser.add_argument('--threads', type=_int_list, default=None,
                         help='intra-op thread counts, comma-separated (default: all cores)')

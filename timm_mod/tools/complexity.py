@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ._extras import import_extra
+from ._cli import import_extra
 
 __all__ = ['count_params_m', 'count_gmacs']
 

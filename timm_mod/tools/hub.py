@@ -30,10 +30,10 @@ from ..baseline import is_checkpoint_path
 from ..checkpoint import CheckpointError, checkpoint_model_kwargs, load_strict, read_checkpoint
 from ..models import MODEL_MODULES, list_models
 from ..models._common import WEIGHTS_FILE, hub_repo_id
-from ._extras import import_extra
-from ._files import NewFolder, OutputError
+from ._cli import NewFolder, OutputError, import_extra
 from .complexity import count_gmacs, count_params_m
-from .paper import BASELINES, PAPER
+from ..models.pairing import BASELINES
+from .paper import PAPER
 
 __all__ = [
     'HubError', 'read_results', 'mod_model_args', 'training_dataset', 'training_record', 'render_card', 'export',

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from .bench import configure_dynamo, run_bench
-from .paper import BASELINES
+from ..models.pairing import BASELINES
 
 __all__ = ['Group', 'parse_group', 'units', 'run_matrix']
 
@@ -81,7 +81,7 @@ def units(group: Group, models: List[str]) -> List[Tuple[int, str, List[str]]]:
     families: Dict[str, List[str]] = {}
     for name in models:
         if name not in BASELINES:
-            raise ValueError(f'{name} has no paired baseline in timm_mod.tools.paper.BASELINES')
+            raise ValueError(f'{name} has no paired baseline in timm_mod.models.pairing.BASELINES')
         families.setdefault(BASELINES[name], []).append(name)
     return [(bs, base, names) for bs in group.batch_sizes for base, names in families.items()]
 

@@ -6,9 +6,7 @@ an Intel Core i7-10850H and GPU latency on an NVIDIA Quadro RTX 3000 with torch.
 """
 from typing import Dict, NamedTuple, Optional
 
-from ..models.mod_timm import BASELINES as BEYOND_PAPER_BASELINES
-
-__all__ = ['PaperRow', 'PAPER', 'BASELINES', 'DensePaperRow', 'DENSE_PAPER']
+__all__ = ['PaperRow', 'PAPER', 'DensePaperRow', 'DENSE_PAPER']
 
 
 class PaperRow(NamedTuple):
@@ -59,24 +57,6 @@ PAPER: Dict[str, PaperRow] = {
     'vgg19_bn_cifar': PaperRow('9', 0.400, 20.57, 93.21, 11.55, 0.18, params_m_c100=20.61),
     'vgg19_bn_mod_cifar': PaperRow('9', 0.155, 9.91, 91.82, 5.81, 0.22, 1.99, 0.81, 9.96),
 }
-
-# Each MoD model and the baseline the paper compares it with.
-BASELINES: Dict[str, str] = {
-    'resnet50_mod': 'resnet50', 'resnet75_mod': 'resnet50', 'resnet86_mod': 'resnet50',
-    'resnet50_mod_rand': 'resnet50', 'resnet50_mod_lk': 'resnet50', 'resnet75_mod_lk': 'resnet50',
-    'resnet86_mod_lk': 'resnet50',
-    'resnet101_mod': 'resnet101', 'resnet152_mod': 'resnet101',
-    'resnet18_mod': 'resnet18', 'resnet26_mod': 'resnet18',
-    'resnet34_mod': 'resnet34', 'resnet42_mod': 'resnet34',
-    'mobilenetv2_mod': 'mobilenetv2_100', 'mobilenetv2_mod_l': 'mobilenetv2_100',
-    'resnet18_mod_cifar': 'resnet18_cifar', 'resnet34_mod_cifar': 'resnet34_cifar',
-    'resnet50_mod_cifar': 'resnet50_cifar', 'vgg16_bn_mod_cifar': 'vgg16_bn_cifar',
-    'vgg19_bn_mod_cifar': 'vgg19_bn_cifar',
-    # beyond the paper: timm CNNs converted by timm_mod.mod, paired with the timm model they convert (no paper
-    # numbers exist for these)
-    **BEYOND_PAPER_BASELINES,
-}
-
 
 class DensePaperRow(NamedTuple):
     table: str

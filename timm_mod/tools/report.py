@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ._extras import import_extra
+from ._cli import import_extra
 from ._markdown import has_section, replace_section
 from .paper import PAPER
 

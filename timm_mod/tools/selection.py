@@ -19,7 +19,7 @@ from timm.data import create_dataset, create_loader, resolve_data_config
 from timm.models import load_checkpoint
 
 from ..layers import MoDBlock
-from ._extras import import_extra
+from ._cli import import_extra
 
 __all__ = ['mod_blocks', 'default_block', 'count_selections']
 

@@ -69,7 +69,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -82,6 +81,7 @@ from .._offline import hub_reachable, reachable
 from ..baseline import BaselineError, BaselineTransfer, init_from_baseline, is_checkpoint_path, load_baseline
 from ..checkpoint import CheckpointError
 from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from ._cli import new_run_dir
 from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
 from .sources import SCHEMES, SourceError, check_keys, check_split, inspect_source
 
@@ -561,23 +561,6 @@ def _launcher(topology: Topology, train_py: Path) -> List[str]:
     return torchrun + run
 
 
-def _new_run_dir(output: Path, prefix: str, reserve: bool) -> Path:
-    """A folder no run has used: ``prefix-TIMESTAMP``, suffixed ``-1``, ``-2``, ... if taken; made when `reserve`."""
-    base = output / f'{prefix}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'
-    for n in range(1000):
-        path = base if n == 0 else Path(f'{base}-{n}')
-        if not reserve:
-            if not path.exists():
-                return path
-            continue
-        try:
-            path.mkdir(parents=True)  # atomic: two launches in the same second cannot both get it
-            return path
-        except FileExistsError:
-            continue
-    raise UsageError(f'no free run folder for {base}')
-
-
 def _named_run_dir(output: Path, name: str, reserve: bool) -> Path:
     """``output/name`` for --experiment NAME: never one that exists, for a run never overwrites another's."""
     path = output / name
@@ -688,7 +671,7 @@ def build_command(
     experiment = _last_value(extras, '--experiment')
     reserve = not dry_run and topology.node_rank == 0  # only node 0 writes: no empty folders on the others
     if experiment is None:
-        run_dir = _new_run_dir(output, prefix, reserve=reserve)
+        run_dir = new_run_dir(output, prefix, reserve=reserve)
         run_args = ['--output', str(output), '--experiment', run_dir.name]
     else:
         run_dir = _named_run_dir(output, experiment, reserve=reserve)

@@ -1,27 +1,135 @@
-"""Writing results without losing anything: new files created exclusively, folders replaced atomically.
+"""What the command-line tools share: argument types, checks that fail before any work, safe outputs, extras.
 
-The command-line tools never overwrite what they did not write in the same run:
-
-* `new_file`: a result file (``--json``, ``--out``) is created exclusively when the tool starts, so an existing file
-  or a concurrent run is refused before any work, and filled at the end; a run that fails removes only its own
-  empty file.
-* `NewFolder`: a folder (``hub export --out``) is checked and locked when the tool starts, written beside its
-  place and moved into it with one rename when complete. An existing folder is replaced only on request and only
-  when it is one the tool wrote itself; never a folder that holds one of the tool's own inputs. What an interrupted
-  run leaves (its lock, its half-written folder, a previous folder moved aside) is cleaned, or put back, by the next
-  run for the same place, which says so.
+Every tool reports bad input the same way and before it starts its work: numbers and paths are checked by the
+argument types here, models by `check_models`, devices by `check_device`. Result files are created exclusively
+(`new_file`) and folders written whole (`NewFolder`), so a tool never overwrites what it did not write in the same
+run: an existing file or a concurrent run is refused before any work; a run that fails removes only what it wrote;
+what an interrupted run left is cleaned, or put back, by the next run for the same place, which says so.
 """
+import argparse
 import contextlib
+import difflib
+import importlib
+import logging
 import os
 import re
 import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from types import ModuleType
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
-__all__ = ['OutputError', 'new_file', 'check_new_file', 'NewFolder']
+__all__ = [
+    'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'existing_file', 'existing_dir',
+    'unknown_models', 'check_models', 'check_device', 'quiet_startup', 'import_extra', 'OutputError', 'new_file',
+    'check_new_file', 'new_run_dir', 'NewFolder']
 
+
+# --- argument types: argparse reports their ValueError / ArgumentTypeError as "argument --x: invalid ... value"
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text}: must be a whole number of at least 1')
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text}: must be a whole number of at least 0')
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float('inf'):
+        raise argparse.ArgumentTypeError(f'{text}: must be a number above 0')
+    return value
+
+
+def int_list(text: str) -> List[int]:
+    """'1,16' -> [1, 16]: comma-separated whole numbers of at least 1."""
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected comma-separated whole numbers, e.g. 1,16') from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected comma-separated whole numbers of at least 1, e.g. 1,16')
+    return values
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f'no file {path}')
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f'no folder {path}')
+    return path
+
+
+# --- checks before any work
+
+def unknown_models(names: Iterable[str]) -> Optional[str]:
+    """None when timm knows every name (timm_mod imported), else a message naming the unknown ones and the nearest."""
+    import timm
+    known = timm.list_models()
+    problems = []
+    for name in names:
+        arch = name.partition('.')[0]
+        if name.startswith(('hf-hub:', 'local-dir:')) or timm.is_model(arch):
+            continue
+        close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
+        problems.append(f'{name!r}' + (f' (nearest: {", ".join(close)})' if close else ''))
+    if not problems:
+        return None
+    return (f'unknown model {", ".join(problems)}: python -c "import timm_mod; print(timm_mod.list_models())" lists '
+            f'ours, timm.list_models() all')
+
+
+def check_models(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    problem = unknown_models(names)
+    if problem:
+        parser.error(problem)
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    import torch
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error(f'--device {device}: no CUDA device here (torch {torch.__version__}); use --device cpu')
+
+
+def quiet_startup() -> None:
+    """Silence what torch logs on import that no user can act on ('No CUDA runtime is found' on a CPU machine that
+    has the CUDA toolkit)."""
+    logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
+
+
+def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import `module`, or raise an ImportError that names the pip install providing it.
+
+    ``import timm_mod`` needs only torch, timm, huggingface_hub and safetensors; the tools import their other packages
+    where they use them, through this.
+
+    Args:
+        module: The module to import, e.g. 'fvcore.nn'.
+        extra: The extra of timm-mod's pyproject.toml that installs its package, e.g. 'tools'.
+        purpose: What needs it, the start of the message, e.g. 'counting MACs'.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        package = module.partition('.')[0]
+        raise ImportError(f'{purpose} needs {package}: pip install "timm-mod[{extra}]"', name=package) from e
+
+
+# --- outputs that never overwrite
 
 class OutputError(Exception):
     """An output path that would overwrite something, or that another run is writing; the message says which."""
@@ -35,6 +143,30 @@ def check_new_file(path: Union[str, Path], what: str = '--out') -> Path:
     if path.name in ('', '.', '..'):
         raise OutputError(f'{what} {path} is not a file name')
     return path
+
+
+def new_run_dir(output: Union[str, Path], prefix: str, reserve: bool = True) -> Path:
+    """A run folder no run has used: ``output/prefix-TIMESTAMP``, suffixed ``-1``, ``-2``, ... if taken.
+
+    Args:
+        output: The folder of runs.
+        prefix: The run's name before its time stamp.
+        reserve: Make it now (atomically: two runs started in the same second cannot both get it); else only name it.
+    """
+    from datetime import datetime
+    base = Path(output) / f'{prefix}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'
+    for n in range(1000):
+        path = base if n == 0 else Path(f'{base}-{n}')
+        if not reserve:
+            if not path.exists():
+                return path
+            continue
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise OutputError(f'no free run folder for {base} (1000 taken)')
 
 
 @contextlib.contextmanager
