@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU benchmark: one short run on one H100/H200 (eager and torch.compile, AMP, channels_last).
-# Results go to $OUT (the device tool's output folder) or benchmarks/results/, one JSON per run.
-# A bare machine there has torch; timm of the version we test is carried as a wheel in .whl/ when present.
+# The paper's models against their baselines on one GPU, AMP and channels_last: that the same weights give the same
+# outputs on the GPU as on the CPU; every paper row and its baseline, eager, at batch 1, 64 and 256 (inference and
+# training step); torch.compile on the main pairs, inference at batch 256. About 10 minutes on one H200 (estimated
+# from its settings). Results: a JSON and a log per step in $OUT, else benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}

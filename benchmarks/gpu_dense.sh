@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# GPU timing of the dense systems (Tables 3-4): FCN at Cityscapes' 1024x2048, Faster R-CNN + FPN at 600x1000.
+# GPU timing of the dense systems (Tables 3-4): FCN at Cityscapes' 1024x2048, Faster R-CNN + FPN at 600x1000, each
+# MoD backbone against ResNet50. About a minute on one H200 (estimated from its settings). Results: a JSON in $OUT,
+# else benchmarks/results/dense/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results/dense}

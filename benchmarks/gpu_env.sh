@@ -1,5 +1,6 @@
-# Sourced by the benchmarks/gpu*.sh scripts: the GPU machine's environment. A bare machine there has torch; timm
-# of the version we test is carried as a wheel in .whl/ when present. Sets $card (the GPU's name, for file names).
+# Sourced by the benchmarks/gpu*.sh scripts: sets $card (the GPU's name, for file names) and PYTHONPATH. timm is
+# installed from a wheel in .whl/ when there is one, for a machine without internet (python3 -m pip download --no-deps
+# --only-binary=:all: -d .whl timm==1.0.31).
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '_')
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl

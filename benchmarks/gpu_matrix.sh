@@ -1,27 +1,21 @@
 #!/usr/bin/env bash
-# The GPU matrix of issue 14, in under 8 minutes on one H200 (its environment included), in order of priority:
-#   1. parity: every fast path of the MoD block against the plain mechanism, on the GPU
-#      (python -m timm_mod.tools.parity)
+# MoD models against their baselines on one GPU, in order of priority:
+#   1. parity: every fast path of the MoD block against the plain mechanism, on the GPU (benchmarks/parity.py)
 #   2. eager, AMP + channels_last, the paper's models of Tables 1-2 with their baselines and bounds
-#      (python -m timm_mod.tools.matrix, one process): inference and training step (forward, backward, SGD) at batch
-#      256 and 32, inference at batch 64, inference at batch 1
+#      (benchmarks/matrix.py, one process): inference and training step (forward, backward, SGD) at batch 256 and 32,
+#      inference at batch 64, inference at batch 1
 #   3. one MoD block against the standard block beside it, per stage, inference and forward + backward, with aten op
-#      counts (python -m timm_mod.tools.blockbench): resnet50_mod and mobilenetv2_mod at batch 1, 32, 256; then
-#      forward + backward at batch 32 and 256 again with cudnn.benchmark on, as timm's train.py runs
+#      counts (benchmarks/blockbench.py): resnet50_mod and mobilenetv2_mod at batch 1, 32, 256; then forward +
+#      backward at batch 32 and 256 again with cudnn.benchmark on, as timm's train.py runs
 #   4. torch.compile, AMP + channels_last, models and baselines (no bounds: each compile costs tens of seconds):
 #      inference at batch 256, CUDA graphs (mode reduce-overhead) at batch 1, inference at batch 64
-# Whatever would not end within LIMIT_S seconds of the script's start (default 420, leaving 60 s of the 8 minutes for
-# a unit that runs past its estimate) is skipped, and the log says so; compiled units go last for that reason.
-#
-# On the device (the device tool): first, here, carry timm as a wheel (the device has no internet; gpu_env.sh installs
-# it): echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: -d .whl timm==1.0.31
-# then run `bash benchmarks/gpu_matrix.sh` with carry [".whl"] and timeout_s 540. Results go to $OUT (the tool's
-# folder; else benchmarks/results): the bench rows as gpu-<card>-<date>-{eager,compile}.json (for
-# benchmarks/results/, where the report reads them), parity, block rows and the log in gpu-matrix-<card>-<date>/.
-# Dry run here: SMOKE=1 bash benchmarks/gpu_matrix.sh: every step on the CPU (1 thread), 32 px, tiny batches, one
-# round, torch.compile disabled (TORCH_COMPILE_DISABLE=1: the calls run eagerly) and parity without its compiled
-# paths; results in $OUT or a new temporary folder. STEPS="parity eager blocks compile" picks steps (a rerun);
-# MODELS picks models.
+# It ends within about 8 minutes on one H200, environment included: what would not end within LIMIT_S seconds of the
+# start (default 420; the rest is for a unit that runs past its estimate) is skipped and named in the log, which is
+# why compiled units go last. Results go to $OUT, else benchmarks/results: the bench rows as
+# gpu-<card>-<date>-{eager,compile}.json (where the report reads them), parity, block rows and the log in
+# gpu-matrix-<card>-<date>/. STEPS="parity eager blocks compile" picks steps, MODELS and BLOCK_MODELS the models.
+# SMOKE=1 runs every step on the CPU (1 thread) as a dry run: 32 px, tiny batches, one round, torch.compile disabled
+# (TORCH_COMPILE_DISABLE=1: the calls run eagerly), parity without its compiled paths; about 2 minutes on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=${LIMIT_S:-420}
@@ -37,6 +31,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   block_common=(--img-size 64 --channels-last)  # layer4 at 2 x 2: a training batch norm needs 2 values at batch 1
   parity_flags=(--no-compile)
   export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # 2 threads on a busy 2-core machine spin against each other
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the scripts in benchmarks/ import timm_mod from this checkout
 else
   dev=cuda py=${PYTHON:-python3}
   out=${OUT:-benchmarks/results}
@@ -65,7 +60,7 @@ fi
 parity=skipped
 if [[ $steps == *" parity "* ]]; then
   t=$SECONDS
-  if "$py" -m timm_mod.tools.parity --device "$dev" "${parity_flags[@]}" --json "$extra/$prefix-parity.json"; then
+  if "$py" benchmarks/parity.py --device "$dev" "${parity_flags[@]}" --json "$extra/$prefix-parity.json"; then
     parity=passed
   else
     parity=FAILED
@@ -75,23 +70,28 @@ fi
 
 if [[ $steps == *" eager "* ]]; then
   t=$SECONDS
-  "$py" -m timm_mod.tools.matrix --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
-    --min-run-time "$min_run_time" --budget $(($(left) - 60)) --json "$out/$prefix-eager.json" \
-    --group "eager bs=$b256,$b32 train bound" --group "eager bs=$b64 bound" --group "eager bs=$b1 bound"
+  budget=$(($(left) - 60))
+  if [ "$budget" -gt 0 ]; then
+    "$py" benchmarks/matrix.py --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
+      --min-run-time "$min_run_time" --budget "$budget" --json "$out/$prefix-eager.json" \
+      --group "eager bs=$b256,$b32 train bound" --group "eager bs=$b64 bound" --group "eager bs=$b1 bound"
+  else
+    echo "[gpu_matrix] eager: SKIPPED, $(left) s left"
+  fi
   step_done eager $t
 fi
 
 if [[ $steps == *" blocks "* ]]; then
   t=$SECONDS
   if [ "$(left)" -gt 45 ]; then
-    "$py" -m timm_mod.tools.blockbench --device "$dev" --model "$block_models" --batch-size "$b1,$b32,$b256" \
+    "$py" benchmarks/blockbench.py --device "$dev" --model "$block_models" --batch-size "$b1,$b32,$b256" \
       "${block_common[@]}" --rounds "$block_rounds" --min-run-time "$block_min_run_time" \
       --json "$extra/$prefix-blocks.json" --out "$extra/$prefix-blocks.md"
   else
     echo "[gpu_matrix] blocks: SKIPPED, $(left) s left"
   fi
   if [ "$(left)" -gt 30 ]; then  # training as timm's train.py runs it: cuDNN picks its kernels by timing them
-    "$py" -m timm_mod.tools.blockbench --device "$dev" --model "$block_models" --batch-size "$b32,$b256" --mode train \
+    "$py" benchmarks/blockbench.py --device "$dev" --model "$block_models" --batch-size "$b32,$b256" --mode train \
       --cudnn-benchmark "${block_common[@]}" --rounds "$block_rounds" --min-run-time "$block_min_run_time" \
       --json "$extra/$prefix-blocks-cudnn-benchmark.json"
   fi
@@ -103,9 +103,14 @@ if [[ $steps == *" compile "* ]]; then
   if [ "${SMOKE:-0}" = 1 ]; then
     export TORCH_COMPILE_DISABLE=1
   fi
-  "$py" -m timm_mod.tools.matrix --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
-    --min-run-time "$min_run_time" --budget $(($(left) - 5)) --json "$out/$prefix-compile.json" \
-    --group "compile bs=$b256" --group "compile:reduce-overhead bs=$b1" --group "compile bs=$b64"
+  budget=$(($(left) - 5))
+  if [ "$budget" -gt 0 ]; then
+    "$py" benchmarks/matrix.py --device "$dev" --models "$models" "${common[@]}" --rounds "$rounds" \
+      --min-run-time "$min_run_time" --budget "$budget" --json "$out/$prefix-compile.json" \
+      --group "compile bs=$b256" --group "compile:reduce-overhead bs=$b1" --group "compile bs=$b64"
+  else
+    echo "[gpu_matrix] compile: SKIPPED, $(left) s left"
+  fi
   step_done compile $t
 fi
 

@@ -4,8 +4,9 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from mod_cases import tied_block
+from parity import reference_forward  # benchmarks/parity.py: gather, block, multiply, concatenate / scatter_add
 from timm_mod import ChannelSelector, MoDBlock
-from timm_mod.tools.parity import reference_forward  # gather, block, multiply, concatenate / scatter_add
 
 C, H, W = 32, 5, 5
 
@@ -217,7 +218,8 @@ def test_training_path_matches_the_naive_mechanism_with_gradients(fusion, channe
         inp = x.clone().requires_grad_()
         # a ReLU before the block, as in a network: its output must survive for its own backward
         out = fn(torch.relu(inp))
-        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()  # same values in any memory format
+        # the same values in any memory format
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
         grads.append([inp.grad] + [p.grad.clone() for p in block.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
@@ -280,3 +282,25 @@ def test_a_model_built_on_the_meta_device_gets_its_tie_break_when_materialised()
         sel.fc2.weight.zero_()  # every logit 0: exact ties, decided by the tie-break alone
         sel.fc1.weight.normal_()
     assert torch.equal(sel(torch.randn(2, C, H, W))[1], torch.arange(4).expand(2, 4))
+
+
+# --- ties and the ranking key, independent of any runtime
+
+def test_selector_breaks_exact_ties_by_lower_channel_index():
+    block = tied_block()
+    x = torch.rand(3, 16, 4, 4)  # positive, so the all-negative fc1 makes every hidden unit zero
+    scores, idx = block.selector(x)
+    assert torch.equal(idx, torch.arange(4).expand(3, 4))
+    assert torch.equal(scores, torch.full((3, 4), 0.5))
+
+
+
+
+def test_selector_ranks_by_logit_and_scores_are_their_sigmoid():
+    torch.manual_seed(0)
+    sel = ChannelSelector(32, 5, reduction=4)
+    x = torch.randn(2, 32, 3, 3)
+    logits = sel.fc2(torch.relu(sel.fc1(x.mean((2, 3)))))
+    scores, idx = sel(x)
+    torch.testing.assert_close(idx, logits.argsort(dim=1, descending=True)[:, :5])
+    torch.testing.assert_close(scores, logits.gather(1, idx).sigmoid())

@@ -19,8 +19,8 @@ from timm.layers import get_device_dtype
 from .layers import MoDBlock, check_reduction, mod_num_selected
 
 __all__ = [
-    'register_block_adapter', 'register_family_init', 'mod_stage', 'block_channels', 'find_stages', 'default_c',
-    'mod']
+    'register_block_adapter', 'register_family_init', 'adapter_for', 'mod_stage', 'block_channels', 'find_stages',
+    'default_c', 'mod']
 
 # block type -> fn(block, k) building a block of the same type and settings that maps k channels to k channels
 _ADAPTERS: Dict[Type[nn.Module], Callable[[nn.Module, int], nn.Module]] = {}
@@ -50,7 +50,7 @@ def register_block_adapter(block_cls: Type[nn.Module], min_k: int = 1):
     return _register
 
 
-def _adapter_for(block: nn.Module, where: str = '') -> Callable[[nn.Module, int], nn.Module]:
+def adapter_for(block: nn.Module, where: str = '') -> Callable[[nn.Module, int], nn.Module]:
     """The adapter of the block's exact type.
 
     Subclasses are refused rather than rebuilt as their parent: timm's CondConvResidual subclasses InvertedResidual
@@ -112,7 +112,7 @@ def mod_stage(
         child_name, old = children[idx]
         block_name = f'{name}.{child_name}'
         _num_selected(old, c, block_name)
-        adapter = _adapter_for(old, block_name)
+        adapter = adapter_for(old, block_name)
         drop_path = getattr(old, 'drop_path', None)
         setattr(stage, child_name, MoDBlock(
             block_channels(old),
@@ -239,7 +239,7 @@ def mod(
         raise ValueError(f'{label}: every must be a positive integer, got {every!r}')
     stages = find_stages(model)
     for name, block in _targets(stages, every):  # refuse before changing anything
-        _adapter_for(block, f'{label} {name}')
+        adapter_for(block, f'{label} {name}')
     c = default_c(stages, every) if c is None else c
     for name, block in _targets(stages, every):
         _num_selected(block, c, f'{label} {name}')

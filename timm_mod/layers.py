@@ -247,7 +247,7 @@ def selector_logits(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torc
             s = F.adaptive_avg_pool2d(x.to(dtype), 1)
             return F.conv2d(F.relu(F.conv2d(s, w1[:, :, None, None])), w2[:, :, None, None]).squeeze(3).squeeze(2)
         s = x.mean((2, 3), dtype=dtype) if not torch.is_grad_enabled() else channel_mean(x, dtype)
-        if torch.is_autocast_enabled(x.device.type):
+        if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):  # autocast would run the linears in half precision
                 return F.linear(F.relu(F.linear(s, w1)), w2)
         return F.linear(F.relu(F.linear(s, w1)), w2)
@@ -284,7 +284,8 @@ class ChannelSelector(nn.Module):
         self.fc1 = nn.Linear(channels, hidden, bias=False, **dd)
         self.fc2 = nn.Linear(hidden, channels, bias=False, **dd)
         # integer, so that model.half() leaves it exact; not in the state dict
-        self.register_buffer('channel_index', torch.arange(channels, device=device, dtype=torch.int32), persistent=False)
+        self.register_buffer(
+            'channel_index', torch.arange(channels, device=device, dtype=torch.int32), persistent=False)
 
     def init_non_persistent_buffers(self) -> None:
         """Fill the channel-index buffer (after building on the meta device, as timm does)."""

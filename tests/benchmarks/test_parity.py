@@ -1,4 +1,4 @@
-"""The parity check the GPU benchmark runs first: every fast path against the plain mechanism, here on the CPU.
+"""benchmarks/parity.py: every fast path of the MoD block against the plain mechanism, here on the CPU.
 
 It must pass on correct code and fail on a planted bug in each place a fast path could go wrong.
 """
@@ -7,8 +7,9 @@ import json
 import pytest
 
 from timm_mod import layers
-from timm_mod.tools import parity
-from timm_mod.tools.parity import BLOCKS, Case, check_parity, default_cases
+
+import parity  # benchmarks/parity.py (conftest.py puts benchmarks/ on sys.path)
+from parity import BLOCKS, Case, check_parity, default_cases
 
 RESNET_FIRST = BLOCKS[:1]  # resnet50_mod layer1.1, fusion first
 
@@ -82,6 +83,34 @@ def test_cli_exits_nonzero_when_a_path_fails_and_writes_every_row(monkeypatch, t
     assert info.value.code == 1
     assert '**NO**' in capsys.readouterr().out
     assert [r['ok'] for r in json.loads(path.read_text())] == [False, True]  # out wrong; the selection itself right
+
+
+def test_cli_refuses_an_existing_json_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(parity, 'check_parity', lambda *args, **kwargs: pytest.fail('checked before refusing'))
+    path = tmp_path / 'parity.json'
+    path.write_text('[]')
+    with pytest.raises(SystemExit) as info:
+        parity.main(['--no-compile', '--json', str(path)])
+    assert info.value.code == 2 and 'exists' in capsys.readouterr().err
+    assert path.read_text() == '[]'
+
+
+def test_a_run_that_fails_removes_the_json_it_created(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError('broken')
+
+    monkeypatch.setattr(parity, 'check_parity', broken)
+    path = tmp_path / 'parity.json'
+    with pytest.raises(RuntimeError):
+        parity.main(['--no-compile', '--json', str(path)])
+    assert not path.exists()
+
+
+@pytest.mark.parametrize('size', ['0', 'eight'])
+def test_cli_refuses_a_feature_map_size_that_is_not_a_positive_number(size, capsys):
+    with pytest.raises(SystemExit) as info:
+        parity.main(['--no-compile', '--size', size])
+    assert info.value.code == 2 and 'argument --size' in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -19,11 +19,16 @@ every launch costs its overhead whatever its size; the others are views and no-o
 same dtype). A single aten op may launch more than one kernel (cuDNN convolutions, top-k). The forward + backward
 count is the whole training call, backward included. The counts are eager's: torch.compile fuses many of them.
 
+Run from a checkout (a development tool, not part of the package). Counting ops alone takes seconds (the first
+example, about 15 s on two CPU cores, most of it importing torch). Timing takes at least (2 blocks + 2 parts) x
+--rounds x --min-run-time, 4 s at the defaults, for every stage, batch size and mode, plus warm-up: the second
+example times 36 of them, several minutes on two CPU cores.
+
 Examples:
-    python -m timm_mod.tools.blockbench --model resnet50_mod --batch-size 1 --ops-only
-    python -m timm_mod.tools.blockbench --model resnet50_mod,mobilenetv2_mod --batch-size 1,32 --threads 2
-    python -m timm_mod.tools.blockbench --device cuda --model resnet50_mod --batch-size 1,32,256 --amp \\
-        --channels-last --json blocks.json
+    python benchmarks/blockbench.py --model resnet50_mod --batch-size 1 --ops-only
+    python benchmarks/blockbench.py --model resnet50_mod,mobilenetv2_mod --batch-size 1,32 --threads 2
+    python benchmarks/blockbench.py --device cuda --model resnet50_mod --batch-size 1,32,256 --amp --channels-last \\
+        --json blocks.json
 """
 import argparse
 import copy
@@ -31,8 +36,8 @@ import json
 import os
 import sys
 from collections import Counter, defaultdict
-from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from contextlib import ExitStack, contextmanager, nullcontext
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -40,9 +45,11 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..convert import _adapter_for, find_stages
-from ..layers import MoDBlock
-from .bench import cpu_name, interleaved
+from timm_mod.convert import adapter_for, find_stages
+from timm_mod.layers import MoDBlock
+from timm_mod.tools._cli import (
+    OutputError, check_device, check_models, int_list, new_file, nonnegative_float, positive_int)
+from timm_mod.tools.bench import cpu_name, interleaved
 
 __all__ = ['StagePair', 'OpCounter', 'stage_pairs', 'count_block_ops', 'run_blockbench', 'markdown']
 
@@ -61,7 +68,11 @@ class StagePair(NamedTuple):
 
 
 def _input_shapes(name: str, img_size: int) -> Dict[str, Tuple[int, int, int]]:
-    """(C, H, W) of every MoD block's input at `img_size`, from a forward on the meta device (no memory, no time)."""
+    """(C, H, W) of every MoD block's input at `img_size`, from a forward on the meta device (no memory, no time).
+
+    Each MoD block is replaced by an identity that records its input: a MoD block keeps its input's shape, and its own
+    forward asks torch whether autocast is on, which torch does not know for the meta device.
+    """
     model = timm.create_model(name, device='meta')
     shapes: Dict[str, Tuple[int, int, int]] = {}
 
@@ -70,11 +81,13 @@ def _input_shapes(name: str, img_size: int) -> Dict[str, Tuple[int, int, int]]:
             shapes[name] = tuple(args[0].shape[1:])
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules() if isinstance(m, MoDBlock)]
+    for block_name, module in list(model.named_modules()):
+        if isinstance(module, MoDBlock):
+            stand_in = nn.Identity()
+            stand_in.register_forward_pre_hook(record(block_name))
+            model.set_submodule(block_name, stand_in)
     with torch.inference_mode():
         model.eval()(torch.empty(1, 3, img_size, img_size, device='meta'))
-    for h in handles:
-        h.remove()
     return shapes
 
 
@@ -96,7 +109,7 @@ def stage_pairs(model: nn.Module, shapes: Dict[str, Tuple[int, int, int]]) -> Li
         if std is not None:
             std_name, std_block = f'{stage_name}.{std[0]}', std[1]
         else:
-            std_name, std_block = f'{mod_name} (rebuilt)', _adapter_for(mod.block)(mod.block, mod.channels)
+            std_name, std_block = f'{mod_name} (rebuilt)', adapter_for(mod.block)(mod.block, mod.channels)
         pairs.append(StagePair(stage_name, mod_name, mod, std_name, std_block, shapes[mod_name]))
     return pairs
 
@@ -402,20 +415,16 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return '\n'.join(out)
 
 
-def _int_list(text: str) -> List[int]:
-    return [int(v) for v in text.replace(' ', ',').split(',') if v]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.blockbench', description=__doc__,
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python benchmarks/blockbench.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='resnet50_mod',
                         help='comma-separated MoD models (default resnet50_mod; e.g. mobilenetv2_mod, resnet86_mod)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
-    parser.add_argument('--batch-size', type=_int_list, default=[1], help='batch sizes, comma-separated (default 1)')
-    parser.add_argument('--img-size', type=int, default=None,
+    parser.add_argument('--batch-size', type=int_list, default=[1], help='batch sizes, comma-separated (default 1)')
+    parser.add_argument('--img-size', type=positive_int, default=None,
                         help='image size the stage shapes are derived from (default: the model\'s own, 224)')
-    parser.add_argument('--threads', type=int, default=None, help='intra-op threads (default: all cores)')
+    parser.add_argument('--threads', type=positive_int, default=None, help='intra-op threads (default: all cores)')
     parser.add_argument('--amp', action='store_true',
                         help='autocast (float16 on CUDA, bfloat16 on the CPU), the input in that dtype')
     parser.add_argument('--channels-last', action='store_true', help='channels_last blocks and input')
@@ -428,19 +437,17 @@ def main(argv=None):
     parser.add_argument('--cudnn-benchmark', action='store_true',
                         help='torch.backends.cudnn.benchmark = True, as timm\'s train.py sets it (CUDA; default off, '
                              'as in the bench)')
-    parser.add_argument('--rounds', type=int, default=5,
+    parser.add_argument('--rounds', type=positive_int, default=5,
                         help='rounds of timing the blocks in turn; each time is the median over all rounds (default 5)')
-    parser.add_argument('--min-run-time', type=float, default=0.2,
-                        help='seconds each round\'s Timer.blocked_autorange measures a block for (default 0.2)')
-    parser.add_argument('--json', metavar='FILE', help='write the rows to FILE (must not exist)')
-    parser.add_argument('--out', metavar='FILE', help='also write the markdown tables to FILE (must not exist)')
+    parser.add_argument('--min-run-time', type=nonnegative_float, default=0.2,
+                        help='seconds each round\'s Timer.blocked_autorange measures a block for (default 0.2; 0: one '
+                             'block of calls)')
+    parser.add_argument('--json', metavar='FILE', help='write the rows to FILE (a new file)')
+    parser.add_argument('--out', metavar='FILE', help='also write the markdown tables to FILE (a new file)')
     args = parser.parse_args(argv)
 
     models = [m for m in args.model.split(',') if m]
-    known = set(timm.list_models())
-    unknown = [m for m in models if m not in known]
-    if unknown:
-        parser.error(f'unknown model(s): {", ".join(unknown)}')
+    check_models(parser, models)
     plain = [m for m in models
              if not any(isinstance(b, MoDBlock) for b in timm.create_model(m, device='meta').modules())]
     if plain:
@@ -448,25 +455,24 @@ def main(argv=None):
     modes = tuple(m for m in args.mode.split(',') if m)
     if not modes or any(m not in MODES for m in modes):
         parser.error(f'--mode: comma-separated from {MODES}, got {args.mode!r}')
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device is available')
-    for path in (args.json, args.out):
-        if path and os.path.exists(path):
-            parser.error(f'{path} exists; choose a new file (results are never overwritten)')
-
-    rows = run_blockbench(
-        models, device=args.device, batch_sizes=args.batch_size, img_size=args.img_size, threads=args.threads,
-        amp=args.amp, channels_last=args.channels_last, modes=modes, parts=not args.no_parts,
-        timing=not args.ops_only, rounds=args.rounds, min_run_time=args.min_run_time,
-        cudnn_benchmark=args.cudnn_benchmark)
-    text = markdown(rows)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    check_device(parser, args.device)
+    try:
+        with ExitStack() as outputs:  # both files made now, so an existing one is refused before any work
+            json_file = outputs.enter_context(new_file(args.json, '--json')) if args.json else None
+            md_file = outputs.enter_context(new_file(args.out, '--out')) if args.out else None
+            rows = run_blockbench(
+                models, device=args.device, batch_sizes=args.batch_size, img_size=args.img_size,
+                threads=args.threads, amp=args.amp, channels_last=args.channels_last, modes=modes,
+                parts=not args.no_parts, timing=not args.ops_only, rounds=args.rounds,
+                min_run_time=args.min_run_time, cudnn_benchmark=args.cudnn_benchmark)
+            text = markdown(rows)
+            print(text)
+            if json_file is not None:
+                json.dump(rows, json_file, indent=1)
+            if md_file is not None:
+                md_file.write(text + '\n')
+    except OutputError as e:
+        parser.error(str(e))
 
 
 if __name__ == '__main__':

@@ -1,21 +1,21 @@
 """Every fast path of the MoD block against the plain mechanism, on the CPU or a GPU.
 
 The reference (`reference_forward`) is the paper's mechanism written the plain way, from the block's weights:
-average pool, the two linear layers, top-k of the logits (the same tie-break as the block), sigmoid of the k
-selected, `gather` of those channels, the k-channel block, multiply by the scores, then concatenate (fusion first /
-last) or `scatter_add` (fusion original). The block's own forward takes other routes: one `index_select` at batch 1,
-a channels_last gather, a fusion into a copy of the input with its own backward (`_FuseAdd`), a pooling with its own
-backward (`_ChannelMean`), and whatever torch.compile and CUDA graphs make of them.
+average pool, the two linear layers (in float32 at least, whatever the precision, as the block scores), top-k of the
+logits (the same tie-break as the block), sigmoid of the k selected, `gather` of those channels, the k-channel block,
+multiply by the scores, then concatenate (fusion first / last) or `scatter_add` (fusion original). The block's own
+forward takes other routes: one `index_select` at batch 1, a channels_last gather, a fusion into a copy of the input
+with its own backward (`_FuseAdd`), a pooling with its own backward (`_ChannelMean`), and whatever torch.compile and
+CUDA graphs make of them.
 
 Each check draws fresh random input and compares with the reference in float64 on the CPU, given the channels the
-reference selects in the case's precision (under the same autocast with AMP, so both rank the same logits; the fast
-path must select exactly those): relative error ||fast - ref|| / ||ref|| of the output and, in training, of the
-input's and the parameters' gradients (of a random weighting of the output). A check passes when that error is at
-most the tolerance of the case's precision (float32 1e-4, float16 1e-2, bfloat16 3e-2) plus twice the error of the
-reference mechanism itself run in that precision: a fast path must be as accurate as the plain mechanism. Parameter
-gradients are compared over the parameters whose gradient the precision determines, those where the plain mechanism
-in it is within the tolerance (see `check_block`). TF32 is off during the checks (and restored after), so float32
-means float32.
+reference selects from the case's input (the fast path must select exactly those): relative error
+||fast - ref|| / ||ref|| of the output and, in training, of the input's and the parameters' gradients (of a random
+weighting of the output). A check passes when that error is at most the tolerance of the case's precision (float32
+1e-4, float16 1e-2, bfloat16 3e-2) plus twice the error of the reference mechanism itself run in that precision: a
+fast path must be as accurate as the plain mechanism. Parameter gradients are compared over the parameters whose
+gradient the precision determines, those where the plain mechanism in it is within the tolerance (see
+`check_block`). TF32 is off during the checks (and restored after), so float32 means float32.
 
 Blocks checked: resnet50_mod's layer1.1 (a Bottleneck at k = 4, width 1) with fusions first, last and original, and
 mobilenetv2_mod's blocks.1.1 (an InvertedResidual at k = 1), at their own channel counts on small feature maps.
@@ -25,22 +25,27 @@ backward, the same layouts and precisions) for every block; torch.compile (induc
 as the benchmarks run) inference for resnet50_mod's layer1.1 (fusion first) and mobilenetv2_mod's blocks.1.1, and
 training for the first of them; on CUDA, CUDA graphs (mode reduce-overhead) at batch 1 for the same two blocks.
 
-Example:
-    python -m timm_mod.tools.parity --device cuda --json parity.json
+Run from the repository root of a checkout (a development tool, not part of the package); it exits 1 when a check
+fails. On two CPU cores the eager paths take about EAGER_S and the compiled ones about COMPILE_S more; on a GPU most of
+the time is torch.compile's compiling.
+
+Examples:
+    python benchmarks/parity.py --no-compile                     # eager paths only, on the CPU
+    python benchmarks/parity.py --device cuda --json parity.json # every path, CUDA graphs included
 """
 import argparse
 import copy
 import json
-import os
 import sys
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn.functional as F
 
-from ..layers import MoDBlock
+from timm_mod.layers import MoDBlock
+from timm_mod.tools._cli import OutputError, check_device, new_file, positive_int
 
 __all__ = ['Block', 'BLOCKS', 'Case', 'reference_route', 'reference_forward', 'check_block', 'check_parity',
            'default_cases', 'markdown']
@@ -95,9 +100,13 @@ def reference_route(block: MoDBlock, x: torch.Tensor,
     case's precision, which its own ranking may order differently where two logits are closer than that precision).
     """
     sel = block.selector
-    logits = F.linear(F.relu(F.linear(x.mean((2, 3)), sel.fc1.weight)), sel.fc2.weight)
-    # the block's ranking key: float32 at least, ties to the lower channel
-    key = torch.add(logits.to(torch.promote_types(logits.dtype, torch.float32)), sel.channel_index, alpha=-1e-30)
+    # the block scores in float32 (float64 for float64) whatever the model's precision or autocast says, so that the
+    # ranking does not change with the precision; ties go to the lower channel
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        hidden = F.relu(F.linear(x.mean((2, 3), dtype=dtype), sel.fc1.weight.to(dtype)))
+        logits = F.linear(hidden, sel.fc2.weight.to(dtype))
+    key = torch.add(logits, sel.channel_index, alpha=-1e-30)
     if idx is None:
         idx = key.topk(block.k, dim=1)[1]
     return key.gather(1, idx).sigmoid(), idx
@@ -268,24 +277,26 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.parity', description=__doc__,
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python benchmarks/parity.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to check (default cpu)')
     parser.add_argument('--no-compile', action='store_true',
                         help='eager paths only (skips torch.compile and CUDA graphs, which compile each case)')
-    parser.add_argument('--size', type=int, default=8, help='height and width of the test feature maps (default 8)')
-    parser.add_argument('--json', metavar='FILE', help='write one row per check to FILE (must not exist)')
+    parser.add_argument('--size', type=positive_int, default=8,
+                        help='height and width of the test feature maps (default 8)')
+    parser.add_argument('--json', metavar='FILE', help='write one row per check to FILE (a new file)')
     args = parser.parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device is available')
-    if args.json and os.path.exists(args.json):
-        parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
-    rows = check_parity(args.device, default_cases(args.device, not args.no_compile), size=args.size)
-    print(markdown(rows))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
+    check_device(parser, args.device)
+    try:
+        with new_file(args.json, '--json') if args.json else nullcontext() as f:
+            rows = check_parity(args.device, default_cases(args.device, not args.no_compile), size=args.size)
+            print(markdown(rows))
+            if f is not None:
+                json.dump(rows, f, indent=1)
+    except OutputError as e:
+        parser.error(str(e))
+    # only after the rows are written: a failed check is a result, not a failed run
     if not all(r['ok'] for r in rows):
         print('parity: some fast paths do not match the reference', file=sys.stderr)
         sys.exit(1)

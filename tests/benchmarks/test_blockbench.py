@@ -1,5 +1,6 @@
-"""The block micro-benchmark: which blocks it compares, at which shapes, and how it counts their aten ops."""
+"""benchmarks/blockbench.py: which blocks it compares, at which shapes, how it counts their ops, what it reports."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -8,8 +9,9 @@ from timm.models._efficientnet_blocks import InvertedResidual
 from timm.models.resnet import Bottleneck
 
 from timm_mod import MoDBlock
-from timm_mod.tools import blockbench
-from timm_mod.tools.blockbench import MOD_PHASES, OpCounter, count_block_ops, stage_pairs
+
+import blockbench  # benchmarks/blockbench.py (conftest.py puts benchmarks/ on sys.path)
+from blockbench import MOD_PHASES, OpCounter, count_block_ops, stage_pairs
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
@@ -118,22 +120,88 @@ def test_training_counts_forward_phases_and_the_backward():
     assert all(p.grad is None for p in pair.mod.parameters())  # counting leaves no gradients behind
 
 
-def test_cli_times_both_blocks_and_their_parts_and_writes_rows(tmp_path, capsys):
-    path = tmp_path / 'blocks.json'
-    args = ['--model', 'mobilenetv2_mod', '--img-size', '32', '--batch-size', '2', '--rounds', '1',
-            '--min-run-time', '0', '--threads', '1', '--channels-last', '--json', str(path)]
-    blockbench.main(args)
-    rows = json.loads(path.read_text())
-    assert len(rows) == 5 * 2  # five stages with a MoD block, inference and training
+# Medians and IQRs in seconds, as torch.utils.benchmark measures them: the standard block 3 ms, the MoD block 2 ms.
+TIMES = {'standard': (3e-3, 3e-4), 'mod': (2e-3, 2e-4), 'k-block': (1e-3, 1e-4), 'selector': (5e-4, 5e-5)}
+
+
+@pytest.fixture
+def fixed_times(monkeypatch):
+    """The timer replaced by one that returns `TIMES`: what the bench reports of them can be computed by hand."""
+    calls = []
+
+    def interleaved(fns, threads, label, description, rounds, min_run_time):
+        calls.append(dict(blocks=set(fns), rounds=rounds, min_run_time=min_run_time))
+        return {name: SimpleNamespace(median=TIMES[name][0], iqr=TIMES[name][1]) for name in fns}
+
+    monkeypatch.setattr(blockbench, 'interleaved', interleaved)
+    return calls
+
+
+def test_rows_report_times_in_ms_and_the_speedup_of_the_mod_block(fixed_times):
+    rows = blockbench.run_blockbench(['mobilenetv2_mod'], img_size=32, batch_sizes=[2], modes=('inference',),
+                                     rounds=3, min_run_time=0.5, log=lambda s: None)
+    assert len(rows) == 5  # one per stage with a MoD block
+    assert fixed_times == [dict(blocks=set(TIMES), rounds=3, min_run_time=0.5)] * 5
     for row in rows:
-        assert row['standard_ms'] > 0 and row['mod_ms'] > 0 and row['k-block_ms'] > 0 and row['selector_ms'] > 0
-        assert row['speedup'] == pytest.approx(row['standard_ms'] / row['mod_ms'])
-        assert sum(row['ops_mod']['all'][p] for p in MOD_PHASES) > row['ops_std']['all']['block']
-    assert '| blocks.2.1 | 32 | 2 | 4 x 4 | blocks.2.2 |' in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # results are never overwritten
+        assert row['standard_ms'] == pytest.approx(3.0) and row['standard_iqr_ms'] == pytest.approx(0.3)
+        assert row['mod_ms'] == pytest.approx(2.0) and row['selector_ms'] == pytest.approx(0.5)
+        assert row['speedup'] == pytest.approx(1.5)  # 3 ms / 2 ms: the MoD block is 1.5x faster
+    assert ('| blocks.2.1 | 32 | 2 | 4 x 4 | blocks.2.2 | 3.000 (0.300) | 2.000 (0.200) | 1.50 | 1.000 (0.100) | '
+            '0.500 (0.050) |') in blockbench.markdown(rows)
+
+
+def test_no_parts_times_only_the_two_blocks(fixed_times):
+    blockbench.run_blockbench(['mobilenetv2_mod'], img_size=32, batch_sizes=[2], modes=('train',), parts=False,
+                              log=lambda s: None)
+    assert {frozenset(c['blocks']) for c in fixed_times} == {frozenset({'standard', 'mod'})}
+
+
+def test_cli_writes_rows_and_tables_to_new_files_only(fixed_times, tmp_path, capsys):
+    rows_path, table_path = tmp_path / 'blocks.json', tmp_path / 'blocks.md'
+    args = ['--model', 'mobilenetv2_mod', '--img-size', '32', '--batch-size', '2', '--threads', '1', '--channels-last',
+            '--json', str(rows_path), '--out', str(table_path)]
+    blockbench.main(args)
+    rows = json.loads(rows_path.read_text())
+    assert [(r['mod_block'], r['mode']) for r in rows] == [
+        (f'blocks.{i}.1', mode) for i in range(1, 6) for mode in ('inference', 'train')]
+    assert all(r['channels_last'] and r['speedup'] == pytest.approx(1.5) for r in rows)
+    assert table_path.read_text() == capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:  # results are never overwritten
         blockbench.main(args)
+    assert info.value.code == 2
+    assert json.loads(rows_path.read_text()) == rows
 
 
-def test_cli_refuses_a_model_without_mod_blocks():
+def test_cli_refuses_an_existing_out_before_any_work_and_leaves_no_json(monkeypatch, tmp_path):
+    monkeypatch.setattr(blockbench, 'run_blockbench', lambda *args, **kwargs: pytest.fail('ran before refusing'))
+    rows_path, table_path = tmp_path / 'blocks.json', tmp_path / 'blocks.md'
+    table_path.write_text('earlier')
     with pytest.raises(SystemExit):
-        blockbench.main(['--model', 'resnet50', '--ops-only'])
+        blockbench.main(['--ops-only', '--json', str(rows_path), '--out', str(table_path)])
+    assert not rows_path.exists() and table_path.read_text() == 'earlier'
+
+
+def test_a_run_that_fails_removes_the_files_it_created(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError('broken')
+
+    monkeypatch.setattr(blockbench, 'run_blockbench', broken)
+    rows_path, table_path = tmp_path / 'blocks.json', tmp_path / 'blocks.md'
+    with pytest.raises(RuntimeError):
+        blockbench.main(['--ops-only', '--json', str(rows_path), '--out', str(table_path)])
+    assert not rows_path.exists() and not table_path.exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--model', 'resnet50'], 'no MoD blocks in: resnet50'),
+    (['--model', 'resnet50_modd'], "unknown model 'resnet50_modd'"),
+    (['--mode', 'inference,eval'], '--mode'),
+    (['--rounds', '0'], 'argument --rounds'),
+    (['--batch-size', '1,0'], 'argument --batch-size'),
+    (['--min-run-time', '-1'], 'argument --min-run-time'),
+])
+def test_cli_refuses_bad_arguments_before_any_work(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(blockbench, 'run_blockbench', lambda *a, **k: pytest.fail('ran with a bad argument'))
+    with pytest.raises(SystemExit) as info:
+        blockbench.main(['--ops-only', *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err

@@ -11,10 +11,11 @@ e.g. ``--group 'eager bs=32,256 train bound' --group 'compile:reduce-overhead bs
 groups (--models, --amp, --channels-last, --rounds, ...) are the bench's flags of the same names.
 
 Groups run in the order given, each in units of one baseline with its models at one batch size, timed in turn as
-the bench times them. After each unit every row so far is written to --json, so a run cut short keeps what it
-measured. Before a unit starts, its cost is estimated: its models times the seconds per model that the last unit
-of the same kind (eager or compiled) and baseline took, else the most a unit of that kind took, else 4 s eager and
-25 s compiled. A unit that would not end within --budget is skipped, and the log names it: order groups by priority.
+the bench times them. After each unit every row so far is written to --json, so a run cut short (killed, or failed
+in a later unit) keeps what it measured. Before a unit starts, its cost is estimated: its models times the seconds
+per model that the last unit of the same kind (eager or compiled) and baseline took, else the most a unit of that
+kind took, else 4 s eager and 25 s compiled. A unit that would not end within --budget is skipped, and the log names
+it: order groups by priority.
 
 One process serves every group: torch, timm and the models' code are imported once, and torch.compile's caches
 carry from unit to unit. Two dynamo settings make a compiled unit measure what a separate run of the bench would:
@@ -22,8 +23,12 @@ a raised recompile limit (every model and batch size is a new graph of the same 
 8 dynamo would silently run the rest eagerly) and no automatic dynamic shapes (each batch size gets its own static
 graph, not one with a symbolic batch); dynamo's caches are reset after each compiled unit.
 
+Run from a checkout (a development tool, not part of the package). It takes the sum of its units, seconds per model
+eager and tens of seconds compiled (torch.compile's compiling), and ends within about --budget seconds (only a unit
+that runs past its estimate can overrun it).
+
 Example:
-    python -m timm_mod.tools.matrix --device cuda --models resnet50_mod,mobilenetv2_mod --amp --channels-last \\
+    python benchmarks/matrix.py --device cuda --models resnet50_mod,mobilenetv2_mod --amp --channels-last \\
         --group 'eager bs=1,64 bound' --group 'compile bs=256' --budget 300 --json matrix.json
 """
 import argparse
@@ -31,13 +36,17 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .bench import configure_dynamo, run_bench
-from ..models.pairing import BASELINES
+from timm_mod.models.pairing import BASELINES
+from timm_mod.tools._cli import (
+    OutputError, check_device, check_models, int_list, new_file, nonnegative_float, positive_float, positive_int)
+from timm_mod.tools.bench import configure_dynamo, run_bench
 
 __all__ = ['Group', 'parse_group', 'units', 'run_matrix']
 
@@ -101,10 +110,11 @@ def _per_model_estimate(spent: Dict[Tuple[str, str], List[float]], kind: str, ba
 
 
 def _write(path: str, rows: List[Dict[str, Any]]) -> None:
-    """Every row so far, replacing the file this run started (written aside first, so never half-written)."""
-    with open(path + '.partial', 'w') as f:
+    """Every row so far, replacing the file this run created (written aside first, so never half-written)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile('w', dir=folder, prefix=f'.{name}.', suffix='.partial', delete=False) as f:
         json.dump(rows, f, indent=1)
-    os.replace(path + '.partial', path)
+    os.replace(f.name, path)
 
 
 def run_matrix(
@@ -115,18 +125,19 @@ def run_matrix(
         json_path: Optional[str] = None,
         cudnn_benchmark: bool = False,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+        clock: Callable[[], float] = time.perf_counter,
         **bench_kwargs: Any,
 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """Every group's units in order, skipping those that would not end within `budget_s` (see the module docstring).
 
     Returns the bench's rows (each with its `group` and `cudnn_benchmark`) and one record per unit: what it ran, its
-    seconds, or why it was skipped. `bench_kwargs` go to `timm_mod.tools.bench.run_bench` (img_size, amp,
-    channels_last, rounds, min_run_time, threads).
+    seconds, or why it was skipped. `clock` gives the seconds the budget and the estimates count. `bench_kwargs` go to
+    `timm_mod.tools.bench.run_bench` (img_size, amp, channels_last, rounds, min_run_time, threads).
     """
     configure_dynamo()
     if device == 'cuda':
         torch.backends.cudnn.benchmark = cudnn_benchmark
-    start = time.perf_counter()
+    start = clock()
     spent: Dict[Tuple[str, str], List[float]] = {}  # (kind, baseline) -> seconds per model of its finished units
     plan = [(g, u) for g in groups for u in units(g, models)]
     rows: List[Dict[str, Any]] = []
@@ -134,7 +145,7 @@ def run_matrix(
     for i, (group, (bs, base, names)) in enumerate(plan, 1):
         kind = 'compile' if group.compile else 'eager'
         estimate = _per_model_estimate(spent, kind, base) * _specs(names, group.bound)
-        left = budget_s - (time.perf_counter() - start)
+        left = budget_s - (clock() - start)
         what = f'[{group.text}] bs={bs} {base} + {",".join(names)}'
         record = dict(group=group.text, batch_size=bs, baseline=base, models=names, estimate_s=round(estimate, 1))
         if estimate > left:
@@ -142,11 +153,11 @@ def run_matrix(
             records.append(dict(record, skipped=True))
             continue
         log(f'matrix {i}/{len(plan)}: {what} (estimated {estimate:.0f} s, {left:.0f} s left)')
-        t0 = time.perf_counter()
+        t0 = clock()
         unit_rows, _ = run_bench(
             names, device=device, batch_sizes=[bs], compile_model=group.compile, compile_mode=group.compile_mode,
             bound=group.bound, train=group.train, gmacs=False, log=log, **bench_kwargs)
-        seconds = time.perf_counter() - t0
+        seconds = clock() - t0
         spent.setdefault((kind, base), []).append(seconds / _specs(names, group.bound))
         for row in unit_rows:
             row.update(group=group.text, cudnn_benchmark=cudnn_benchmark if device == 'cuda' else None)
@@ -162,53 +173,62 @@ def run_matrix(
             torch.cuda.empty_cache()
     if json_path:
         _write(json_path, rows)  # also when every unit was skipped: the file says so
-    total = time.perf_counter() - start
+    total = clock() - start
     skipped = ['[{group}] bs={batch_size} {baseline}'.format(**r) for r in records if r['skipped']]
     log(f'matrix: {len(records) - len(skipped)} of {len(records)} units in {total:.0f} s'
         + (f'; skipped for the budget: {", ".join(skipped)}' if skipped else ''))
     return rows, records
 
 
-def _int_list(text: str) -> List[int]:
-    return [int(v) for v in text.replace(' ', ',').split(',') if v]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.matrix', description=__doc__,
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python benchmarks/matrix.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--group', action='append', default=[], required=True,
                         help='one bench setting, e.g. "eager bs=32,256 train bound" (repeat; run in order)')
     parser.add_argument('--models', required=True,
                         help='comma-separated MoD models; each brings its paired baseline')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
-    parser.add_argument('--img-size', type=int, default=None, help='input size (default: each model\'s own)')
-    parser.add_argument('--threads', type=_int_list, default=None, help='intra-op threads (default: all cores)')
+    parser.add_argument('--img-size', type=positive_int, default=None, help='input size (default: each model\'s own)')
+    parser.add_argument('--threads', type=int_list, default=None,
+                        help='intra-op thread counts, comma-separated (default: all cores)')
     parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
     parser.add_argument('--cudnn-benchmark', action='store_true',
                         help='torch.backends.cudnn.benchmark = True (as timm\'s train.py sets it; default off, as in '
                              'the bench); recorded in every row')
-    parser.add_argument('--rounds', type=int, default=3, help='interleaved rounds per unit (default 3)')
-    parser.add_argument('--min-run-time', type=float, default=0.05,
-                        help='seconds each round\'s blocked_autorange measures a model for (default 0.05)')
-    parser.add_argument('--budget', type=float, default=float('inf'),
+    parser.add_argument('--rounds', type=positive_int, default=3, help='interleaved rounds per unit (default 3)')
+    parser.add_argument('--min-run-time', type=nonnegative_float, default=0.05,
+                        help='seconds each round\'s blocked_autorange measures a model for (default 0.05; 0: one '
+                             'block of calls)')
+    parser.add_argument('--budget', type=positive_float, default=float('inf'),
                         help='seconds this run may take; units that would end later are skipped (default: none)')
-    parser.add_argument('--json', metavar='FILE', help='write the rows to FILE as they come (must not exist)')
+    parser.add_argument('--json', metavar='FILE', help='write the rows to FILE as they come (a new file)')
     args = parser.parse_args(argv)
+    models = [m for m in args.models.split(',') if m]
+    check_models(parser, models)
     try:
         groups = [parse_group(g) for g in args.group]
-        models = [m for m in args.models.split(',') if m]
         for g in groups:
             units(g, models)
     except ValueError as e:
         parser.error(str(e))
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device is available')
-    if args.json and os.path.exists(args.json):
-        parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
-    run_matrix(groups, models, device=args.device, budget_s=args.budget, json_path=args.json,
-               cudnn_benchmark=args.cudnn_benchmark, img_size=args.img_size, threads=args.threads, amp=args.amp,
-               channels_last=args.channels_last, rounds=args.rounds, min_run_time=args.min_run_time)
+    check_device(parser, args.device)
+    failure = None
+    try:
+        with new_file(args.json, '--json') if args.json else nullcontext():
+            try:
+                run_matrix(groups, models, device=args.device, budget_s=args.budget, json_path=args.json,
+                           cudnn_benchmark=args.cudnn_benchmark, img_size=args.img_size, threads=args.threads,
+                           amp=args.amp, channels_last=args.channels_last, rounds=args.rounds,
+                           min_run_time=args.min_run_time)
+            except BaseException as e:
+                if not args.json or not os.path.getsize(args.json):
+                    raise  # nothing measured: the empty file this run made goes with it
+                failure = e  # raised below, past new_file, which would remove the rows measured so far
+    except OutputError as e:
+        parser.error(str(e))
+    if failure is not None:
+        raise failure
 
 
 if __name__ == '__main__':

@@ -1,4 +1,8 @@
-"""benchmarks/gpu_matrix.sh, dry-run on the CPU (SMOKE=1): every step runs and writes what the GPU run will write."""
+"""benchmarks/gpu_matrix.sh, dry-run on the CPU (SMOKE=1): every step runs and writes what the GPU run will write.
+
+The budget's arithmetic is tested with a fake clock in test_matrix.py; here the budget is either far beyond what any
+machine takes (nothing may be skipped) or spent before the first step (everything must be).
+"""
 import json
 import os
 import subprocess
@@ -13,14 +17,25 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ['resnet50_mod', 'resnet75_mod', 'resnet86_mod', 'mobilenetv2_mod', 'mobilenetv2_mod_l']
 
 
+def _run(out: Path, **env) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SMOKE='1', OUT=str(out), PYTHON=sys.executable, **env)
+    proc = subprocess.run(['bash', str(ROOT / 'benchmarks' / 'gpu_matrix.sh')], env=env, capture_output=True,
+                          text=True, timeout=1800)  # only against a hang
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp('gpu_matrix')
-    env = dict(os.environ, SMOKE='1', OUT=str(out), PYTHON=sys.executable)
-    proc = subprocess.run(['bash', str(ROOT / 'benchmarks' / 'gpu_matrix.sh')], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout
+    return out, _run(out, LIMIT_S='1000000').stdout
+
+
+def test_steps_the_budget_cannot_fit_are_skipped_and_leave_no_results(tmp_path):
+    stdout = _run(tmp_path, LIMIT_S='1', STEPS='eager blocks compile').stdout
+    assert '[gpu_matrix] eager: SKIPPED' in stdout and '[gpu_matrix] compile: SKIPPED' in stdout
+    assert '[gpu_matrix] blocks: SKIPPED' in stdout
+    assert not list(tmp_path.glob('*.json'))
 
 
 def _one(out: Path, pattern: str) -> Path:
