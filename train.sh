@@ -11,4 +11,4 @@ elif [[ -x "$here/.venv/bin/python" ]]; then
 else
     py=python3
 fi
-exec "$py" -m timm_mod.tools.train "$@"
+TIMM_MOD_PROG="$0" exec "$py" -m timm_mod.tools.train "$@"

@@ -18,3 +18,4 @@ from .convert import mod, mod_stage, register_block_adapter
 from .baseline import BaselineTransfer, init_from_baseline, load_baseline
 from .models import *
 from .models import MODEL_MODULES, list_models
+

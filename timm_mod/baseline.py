@@ -17,9 +17,9 @@ So resnet75_mod and resnet86_mod take every standard block from resnet101 and th
 mobilenetv2_mod_l, whose middle stages are wider than mobilenetv2_100's, takes the stem, the head and the blocks
 whose shapes agree. What was copied, what is new and what was left is returned as a `BaselineTransfer`.
 
-The baseline is a model or where to get one: a timm name with its pretrained tag ('resnet50.a1_in1k'), 'hf-hub:ORG/NAME',
-'local-dir:FOLDER', or a train.py checkpoint (read with weights_only=True); downloads come from the Hugging Face
-cache when offline (HF_HUB_OFFLINE=1).
+The baseline is a model or where to get one: a timm name with its pretrained tag ('resnet50.a1_in1k'),
+'hf-hub:ORG/NAME', 'local-dir:FOLDER', or a train.py checkpoint (read with weights_only=True); downloads come from
+the Hugging Face cache when offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached.
 """
 import dataclasses
 import difflib
@@ -34,7 +34,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 from timm.models import get_pretrained_cfg, parse_model_name, split_model_name_tag
 
 from ._offline import hub_reachable, offline_unless_reachable
-from .checkpoint import CheckpointError, model_from_checkpoint
+from .checkpoint import model_from_checkpoint
 from .convert import find_stages
 from .layers import MoDBlock
 

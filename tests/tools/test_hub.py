@@ -22,7 +22,9 @@ from timm_mod.models import _common
 from timm_mod.models._common import hub_repo_id
 from timm_mod.tools import hub
 from timm_mod.checkpoint import CheckpointError, read_checkpoint
-from timm_mod.tools.hub import CARD_TEMPLATES, CARDS_DIR, HubError, export, read_results, render_card
+from timm_mod.tools import cards
+from timm_mod.tools.cards import CARD_TEMPLATES, CARDS_DIR, read_results, render_card
+from timm_mod.tools.hub import HubError, export
 
 NAME = 'resnet18_mod_cifar'  # small and fast at 32 x 32; its default tag c10 has 10 classes
 REPO_ID = hub_repo_id(NAME, 'c10')  # where its weights go, published or not
@@ -161,7 +163,7 @@ def test_config_is_timm_save_for_hf_format_with_the_mod_settings(exported):
     # once, at the top: transformers' TimmWrapper passes num_classes itself, beside model_args
     assert 'num_classes' not in config['model_args']
     assert config['training'] == dict(
-        init_from=None, teacher=None, recipe={k: None for k in hub.RECIPE_ARGS if not k.startswith(
+        init_from=None, teacher=None, recipe={k: None for k in cards.RECIPE_ARGS if not k.startswith(
             ('kd_', 'distill', 'task'))}, epoch=10, base_model=None)
 
 
@@ -561,7 +563,7 @@ def test_card_dataset_follows_the_dataset_flag_or_the_checkpoint(source, tmp_pat
     (None, '', None, None),
 ])
 def test_training_dataset_is_declared_only_when_known(dataset, train_dataset, tag, expected):
-    assert hub.training_dataset(dataset, dict(dataset=train_dataset, data_dir='/data/x'), tag) == expected
+    assert cards.training_dataset(dataset, dict(dataset=train_dataset, data_dir='/data/x'), tag) == expected
 
 
 @pytest.mark.parametrize('model_name, repo_id, tag', [

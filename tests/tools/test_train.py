@@ -642,7 +642,8 @@ def test_launcher_runs_a_script_as_main_with_our_models(tmp_path, monkeypatch):
     script.write_text('import sys, timm\nassert __name__ == "__main__"\n'
                       'print(timm.is_model("resnet18_mod"), sys.argv[0].endswith("validate.py"), sys.argv[1:])\n')
     monkeypatch.setenv('TIMM_TRAIN_PY', str(tmp_path / 'validate.py'))  # its folder stands in for timm's checkout
-    out = subprocess.run([sys.executable, '-m', 'timm_mod.tools.run', 'validate.py', '--model', 'x'], capture_output=True,
+    out = subprocess.run([sys.executable, '-m', 'timm_mod.tools.run', 'validate.py', '--model', 'x'],
+                         capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "True True ['--model', 'x']"
 

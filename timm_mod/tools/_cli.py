@@ -10,20 +10,21 @@ import argparse
 import contextlib
 import difflib
 import importlib
-import logging
 import os
 import re
 import shutil
 import socket
 import uuid
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 __all__ = [
-    'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'existing_file', 'existing_dir',
-    'unknown_models', 'check_models', 'check_device', 'quiet_startup', 'import_extra', 'OutputError', 'new_file',
-    'check_new_file', 'new_run_dir', 'NewFolder']
+    'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'existing_file',
+    'existing_dir',
+    'unknown_models', 'check_models', 'check_device', 'import_extra', 'OutputError', 'new_file',
+    'check_new_file', 'new_run_dir', 'NewFolder', 'has_section', 'replace_section']
 
 
 # --- argument types: argparse reports their ValueError / ArgumentTypeError as "argument --x: invalid ... value"
@@ -39,6 +40,13 @@ def nonnegative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f'{text}: must be a whole number of at least 0')
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float('inf'):
+        raise argparse.ArgumentTypeError(f'{text}: must be a number of at least 0')
     return value
 
 
@@ -105,12 +113,6 @@ def check_device(parser: argparse.ArgumentParser, device: str) -> None:
         parser.error(f'--device {device}: no CUDA device here (torch {torch.__version__}); use --device cpu')
 
 
-def quiet_startup() -> None:
-    """Silence what torch logs on import that no user can act on ('No CUDA runtime is found' on a CPU machine that
-    has the CUDA toolkit)."""
-    logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
-
-
 def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
     """Import `module`, or raise an ImportError that names the pip install providing it.
 
@@ -123,7 +125,12 @@ def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
         purpose: What needs it, the start of the message, e.g. 'counting MACs'.
     """
     try:
-        return importlib.import_module(module)
+        with warnings.catch_warnings():
+            # deprecations that an extra's own import raises (fvcore scripts a function with torch.jit.script, which
+            # newer torch answers with a FutureWarning) are the package's to fix, not the user's
+            warnings.simplefilter('ignore', FutureWarning)
+            warnings.simplefilter('ignore', DeprecationWarning)
+            return importlib.import_module(module)
     except ImportError as e:
         package = module.partition('.')[0]
         raise ImportError(f'{purpose} needs {package}: pip install "timm-mod[{extra}]"', name=package) from e
@@ -170,7 +177,7 @@ def new_run_dir(output: Union[str, Path], prefix: str, reserve: bool = True) -> 
 
 
 @contextlib.contextmanager
-def new_file(path: Union[str, Path], what: str = '--out', mode: str = 'w') -> Iterator:
+def new_file(path: Union[str, Path], what: str = '--out', mode: str = 'w', newline: Optional[str] = None) -> Iterator:
     """Create `path` exclusively now and yield it open for writing; on an error, remove it again (it is ours).
 
     Raises:
@@ -179,7 +186,7 @@ def new_file(path: Union[str, Path], what: str = '--out', mode: str = 'w') -> It
     path = check_new_file(path, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        f = open(path, 'x' + mode.replace('w', ''))
+        f = open(path, 'x' + mode.replace('w', ''), newline=newline)
     except FileExistsError:
         raise OutputError(f'{what} {path} was created by someone else meanwhile: not overwritten') from None
     try:
@@ -338,3 +345,24 @@ class NewFolder:
         finally:
             if folder.exists():
                 shutil.rmtree(folder)
+
+
+# --- markdown sections a tool regenerates between two markers (the README's and the docs' tables)
+
+def has_section(path: Union[str, Path], name: str) -> bool:
+    return f'<!-- {name}:begin -->' in Path(path).read_text()
+
+
+def replace_section(path: Union[str, Path], name: str, body: str) -> None:
+    """Replace what stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in the file with `body`.
+
+    Raises:
+        OutputError: the file has no such markers.
+    """
+    begin, end = f'<!-- {name}:begin -->', f'<!-- {name}:end -->'
+    file = Path(path)
+    text = file.read_text()
+    if begin not in text or end not in text:
+        raise OutputError(f'{file} has no {begin} ... {end} section to update')
+    pattern = re.compile(re.escape(begin) + '.*?' + re.escape(end), re.S)
+    file.write_text(pattern.sub(lambda _: f'{begin}\n{body}\n{end}', text))

@@ -20,12 +20,13 @@ torch.onnx.export, --exporter dynamo or torchscript) and ``openvino`` (openvino.
 with a dynamic batch axis (`timm_mod.tools.deploy`). Baselines, MoD models and bounds go through the same runtime.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -33,12 +34,16 @@ import torch.nn as nn
 from torch.utils import benchmark
 
 from ..layers import MoDBlock
-from . import deploy
-from .complexity import count_gmacs, count_params_m
 from ..models.pairing import BASELINES
+from . import deploy
+from ._cli import (
+    OutputError, check_device, check_models, import_extra, int_list, new_file, nonnegative_float, positive_int)
+from .complexity import count_gmacs, count_params_m
 from .paper import PAPER
 
-__all__ = ['default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table', 'cpu_name']
+__all__ = [
+    'default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table',
+    'cpu_name']
 
 
 def default_models() -> List[str]:
@@ -362,21 +367,18 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def _int_list(text: str) -> List[int]:
-    return [int(v) for v in text.replace(' ', ',').split(',') if v]
-
-
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.tools.bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.bench', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='',
                         help='comma-separated models; each MoD model brings its paired baseline '
                              '(default: every MoD model of timm_mod.models.pairing.BASELINES)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
-    parser.add_argument('--threads', type=_int_list, default=None,
+    parser.add_argument('--threads', type=int_list, default=None,
                         help='intra-op thread counts, comma-separated (default: all cores)')
-    parser.add_argument('--batch-size', type=_int_list, default=[1], help='batch sizes, comma-separated (default 1)')
-    parser.add_argument('--img-size', type=int, default=None,
+    parser.add_argument('--batch-size', type=int_list, default=[1], help='batch sizes, comma-separated (default 1)')
+    parser.add_argument('--img-size', type=positive_int, default=None,
                         help='input size for every model (default: each model\'s own, 224 or 32 for CIFAR)')
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format for model and input')
     parser.add_argument('--amp', action='store_true', help='autocast: float16 on CUDA, bfloat16 on CPU')
@@ -384,38 +386,30 @@ def main(argv=None):
                         help='what runs the models (default eager): PyTorch eager, torch.compile, ONNX Runtime or '
                              'OpenVINO (CPU; --amp there means bfloat16 inference precision)')
     parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
-                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s default)')
+                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s '
+                             'default)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too); '
                                                                'the same as --runtime compile')
     parser.add_argument('--compile-mode', default=None,
                         help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune')
-    parser.add_argument('--mod-c', type=_int_list, default=None,
+    parser.add_argument('--mod-c', type=int_list, default=None,
                         help='build each MoD model with these c values, comma-separated (Table 10\'s sweep)')
     parser.add_argument('--bound', action='store_true',
                         help='also time each MoD model with its MoD blocks replaced by identity (its speed bound)')
     parser.add_argument('--no-train', action='store_true', help='skip the training-step measurement')
     parser.add_argument('--no-gmacs', action='store_true', help='skip fvcore MAC counting')
-    parser.add_argument('--rounds', type=int, default=5,
+    parser.add_argument('--rounds', type=positive_int, default=5,
                         help='rounds of timing a baseline and its models in turn; each latency is the median over '
                              'all rounds (default 5)')
-    parser.add_argument('--min-run-time', type=float, default=0.2,
+    parser.add_argument('--min-run-time', type=nonnegative_float, default=0.2,
                         help='seconds each round\'s Timer.blocked_autorange measures a model for (default 0.2)')
     parser.add_argument('--json', metavar='FILE', help='write one JSON row per (model, setting) to FILE')
     parser.add_argument('--plot', metavar='DIR', help='draw Figure 3\'s four panels into DIR (needs matplotlib)')
     args = parser.parse_args(argv)
 
     models = [m for m in args.models.split(',') if m] or default_models()
-    known = set(timm.list_models())
-    unknown = [m for m in models if m not in known]
-    if unknown:
-        import difflib
-        hints = {m: difflib.get_close_matches(m, known, n=3) for m in unknown}
-        parser.error('unknown model(s): ' + '; '.join(f'{m} (did you mean {", ".join(h) or "-"}?)'
-                                                        for m, h in hints.items()))
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device is available')
-    if args.json and os.path.exists(args.json):
-        parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
+    check_models(parser, models)
+    check_device(parser, args.device)
     if args.runtime in ('onnxruntime', 'openvino'):
         try:
             deploy.require(args.runtime)
@@ -425,10 +419,17 @@ def main(argv=None):
             parser.error(f'--runtime {args.runtime} runs on the CPU, without --compile or --channels-last')
     if args.plot:
         try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            parser.error('--plot needs matplotlib: pip install "timm-mod[plot]"')
+            import_extra('matplotlib', 'plot', '--plot')
+        except ImportError as e:
+            parser.error(str(e))
+    try:
+        with new_file(args.json, '--json') if args.json else contextlib.nullcontext() as f:
+            _bench(args, models, f)
+    except OutputError as e:
+        parser.error(str(e))
 
+
+def _bench(args: argparse.Namespace, models: List[str], json_file) -> None:
     rows, measurements = run_bench(
         models, device=args.device, threads=args.threads, batch_sizes=args.batch_size, img_size=args.img_size,
         channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, compile_mode=args.compile_mode,
@@ -437,9 +438,8 @@ def main(argv=None):
         min_run_time=args.min_run_time, runtime=args.runtime, exporter=args.exporter)
     benchmark.Compare(measurements).print()
     print(markdown_table(rows))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
+    if json_file is not None:
+        json.dump(rows, json_file, indent=1)
     if args.plot:
         from .report import plot_figure3
         for path in plot_figure3(rows, args.plot):

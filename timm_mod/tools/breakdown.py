@@ -17,11 +17,15 @@ Example:
     python -m timm_mod.tools.breakdown --models resnet86_mod --threads 1 --runtime onnxruntime
 """
 import argparse
+import contextlib
+import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -29,9 +33,11 @@ import torch.nn as nn
 
 from ..layers import MoDBlock
 from . import deploy
+from ._cli import OutputError, check_models, int_list, new_file, positive_int
 from .bench import cpu_name
 
-__all__ = ['block_breakdown', 'runtime_breakdown', 'markdown', 'runtime_markdown']
+__all__ = [
+    'block_breakdown', 'profile_onnxruntime', 'profile_openvino', 'runtime_breakdown', 'markdown', 'runtime_markdown']
 
 
 def _median_ms(times: List[float]) -> float:
@@ -53,7 +59,8 @@ def block_breakdown(model: nn.Module, x: torch.Tensor, iters: int = 50, warmup: 
     handles.append(model.register_forward_pre_hook(stamp(('', 'model', 0))))
     handles.append(model.register_forward_hook(stamp(('', 'model', 1))))
     for name, m in blocks:
-        parts = [('total', m)] + [(key, sub) for key, sub in (('route', m.selector), ('block', m.block)) if sub is not None]
+        parts = [('total', m)] + [
+            (key, sub) for key, sub in (('route', m.selector), ('block', m.block)) if sub is not None]
         for key, sub in parts:
             handles.append(sub.register_forward_pre_hook(stamp((name, key, 0))))
             handles.append(sub.register_forward_hook(stamp((name, key, 1))))
@@ -85,7 +92,8 @@ def markdown(name: str, setting: str, result: Dict[str, Any]) -> str:
     lines = [f'#### {name}, {setting}', '',
              f'Forward {result["model_ms"]:.2f} ms, of which the {len(rows)} MoD blocks {sums["total_ms"]:.2f} ms '
              f'({100 * sums["total_ms"] / result["model_ms"]:.1f} %).', '',
-             '| MoD block | C | k | route ms | block ms | gather + fuse ms | total ms |', '|---|---|---|---|---|---|---|']
+             '| MoD block | C | k | route ms | block ms | gather + fuse ms | total ms |',
+             '|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f'| {r["block"]} | {r["channels"]} | {r["k"]} | {r["route_ms"]:.3f} | {r["block_ms"]:.3f} | '
                      f'{r["gather_fuse_ms"]:.3f} | {r["total_ms"]:.3f} |')
@@ -94,11 +102,185 @@ def markdown(name: str, setting: str, result: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+# --- the runtimes' own profilers: every executed node charged to the module it came from
+
+def _onnx_scopes(path: str) -> Dict[str, str]:
+    """Node and tensor name -> the dotted module path of the node (producing it), from the dynamo exporter's
+    name-scope metadata."""
+    import onnx
+    scopes = {}
+    for node in onnx.load(path, load_external_data=False).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        names = [s.strip(" '") for s in meta.get('pkg.torch.onnx.name_scopes', '[]').strip('[]').split(',')]
+        modules = [s for s in names[:-1] if s]  # the last entry names the op itself
+        for name in (node.name, *node.output):
+            scopes[name] = modules[-1] if modules else ''
+    return scopes
+
+
+def _optimized_scopes(path: str, scopes: Dict[str, str]) -> Dict[str, Tuple[str, bool]]:
+    """Node of the optimised graph -> (module scope, whether the optimiser inserted it).
+
+    A kept node keeps its name; a fused or re-laid-out node is named after the tensor it produces (``relu_4_nchwc``),
+    which gives its module.
+    A node the optimiser inserted (a layout reorder) has no module of its own: it is charged to the node consuming
+    its output (a reorder in front of a gather belongs to that gather's MoD block), else to the one producing its input.
+    """
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+
+    def own(name: str) -> Optional[str]:
+        for candidate in (name, name[:-len('_nchwc')] if name.endswith('_nchwc') else name):
+            if candidate in scopes:
+                return scopes[candidate]
+        return None
+
+    found: Dict[str, Tuple[str, bool]] = {}
+    for n in graph.node:
+        if n.op_type.startswith('Reorder'):  # NCHWc <-> NCHW; its output takes over the name of the tensor it reorders
+            continue
+        scope = next((own(name) for name in (n.name, *n.output) if own(name) is not None), None)
+        if scope is not None:
+            found[n.name] = (scope, False)
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: Dict[str, List[Any]] = {}
+    for n in graph.node:
+        for inp in n.input:
+            consumers.setdefault(inp, []).append(n)
+    for _ in range(3):  # a chain of inserted nodes inherits step by step
+        for n in graph.node:
+            if n.name in found:
+                continue
+            near = [c.name for out in n.output for c in consumers.get(out, [])]
+            near += [producer[inp].name for inp in n.input if inp in producer]
+            near = [found[m][0] for m in near if m in found]
+            if near:
+                found[n.name] = (near[0], True)
+    return found
+
+
+def profile_onnxruntime(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
+                        exporter: str = 'dynamo') -> List[Dict[str, Any]]:
+    """Mean time per call (ms) of every node ONNX Runtime executes, with its op type and module scope.
+
+    Nodes are those of the optimised graph (fused convolutions, inserted layout reorders); `inserted` marks nodes the
+    optimiser added, charged to a neighbouring module (see `_adjacent_scopes`).
+    """
+    deploy.require('onnxruntime')
+    import onnxruntime as ort
+    x = example.numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = deploy.export_onnx(model, example, os.path.join(tmp, 'model.onnx'), exporter)
+        scopes = _onnx_scopes(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = os.path.join(tmp, 'optimized.onnx')
+        opts.log_severity_level = 3
+        ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])  # writes the optimised graph
+        found = _optimized_scopes(opts.optimized_model_filepath, scopes)
+        session = deploy.onnxruntime_session(path, threads, profile_prefix=os.path.join(tmp, 'profile'))
+        for _ in range(3):
+            session.run(None, {'x': x})
+        session.end_profiling()
+        session = deploy.onnxruntime_session(path, threads, profile_prefix=os.path.join(tmp, 'profile'))
+        for _ in range(iters):
+            session.run(None, {'x': x})
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    totals: Dict[str, Dict[str, Any]] = {}
+    for e in events:
+        if e.get('cat') != 'Node' or not e['name'].endswith('_kernel_time'):
+            continue
+        name = e['name'][:-len('_kernel_time')]
+        scope, inserted = found.get(name, ('', True))
+        row = totals.setdefault(name, dict(node=name, op=e['args'].get('op_name', '?'), scope=scope,
+                                           inserted=inserted, ms=0.))
+        row['ms'] += e['dur'] / 1e3 / iters
+    return list(totals.values())
+
+
+def _scope_of(names: str) -> Optional[str]:
+    """The module path in an OpenVINO node name, ``__module.<path>/aten::<op>/...``; None without one."""
+    for name in names.split(','):
+        if '__module.' in name:
+            return name.split('__module.', 1)[1].split('/', 1)[0]
+    return None
+
+
+def _openvino_scopes(compiled, wrappers: Sequence[str] = ()) -> Dict[str, Tuple[str, bool]]:
+    """Executed node -> (module scope, whether OpenVINO inserted it), from the runtime graph.
+
+    A node carries the names of the layers fused into it; a convolution whose batch norm was folded in is named
+    after the folding and carries no module, so it takes the scope of the node feeding it, and a reorder (an
+    inserted node) that of the node it feeds. A folded convolution never belongs to one of the `wrappers` themselves
+    (a MoD block's own nodes are named): next to one it takes its other neighbour's scope.
+    """
+    ops = compiled.get_runtime_model().get_ops()
+    found: Dict[str, Tuple[str, bool]] = {}
+    for op in ops:
+        info = op.get_rt_info()
+        if info['layerType'].astype(str) == 'Reorder':
+            continue
+        scope = _scope_of(info['originalLayersNames'].astype(str)) if 'originalLayersNames' in info else None
+        if scope is not None:
+            found[op.get_friendly_name()] = (scope, False)
+    consumers: Dict[str, List[str]] = {}
+    for op in ops:
+        for inp in op.inputs():
+            consumers.setdefault(inp.get_source_output().get_node().get_friendly_name(), []).append(
+                op.get_friendly_name())
+    for _ in range(4):
+        for op in ops:
+            name = op.get_friendly_name()
+            if name in found:
+                continue
+            reorder = op.get_rt_info()['layerType'].astype(str) == 'Reorder'
+            producers = [i.get_source_output().get_node().get_friendly_name() for i in op.inputs()]
+            # a reorder serves the node after it; a folded convolution continues the node before it (after it may
+            # already be the next block)
+            near = consumers.get(name, []) + producers if reorder else producers + consumers.get(name, [])
+            near = [found[n][0] for n in near if n in found]
+            if not reorder:
+                near = [n for n in near if n not in wrappers] or near
+            if near:
+                found[name] = (near[0], reorder)
+    return found
+
+
+def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
+                     bf16: bool = False) -> List[Dict[str, Any]]:
+    """Mean time per call (ms) of every node OpenVINO executes (its performance counters), with op and scope.
+
+    Scopes come from the runtime graph (`_openvino_scopes`); `inserted` marks the layout reorders OpenVINO added.
+    """
+    deploy.require('openvino')
+    compiled = deploy.openvino_model(model, example, threads, bf16, profile=True)
+    found = _openvino_scopes(compiled, [name for name, m in model.named_modules() if isinstance(m, MoDBlock)])
+    request = compiled.create_infer_request()
+    x = example.numpy()
+    for _ in range(3):
+        request.infer({0: x})
+    totals: Dict[str, Dict[str, Any]] = {}
+    for _ in range(iters):
+        request.infer({0: x})
+        for p in request.profiling_info:
+            if p.real_time.total_seconds() <= 0:
+                continue
+            scope, inserted = found.get(p.node_name, ('', p.node_type == 'Reorder'))
+            row = totals.setdefault(p.node_name, dict(node=p.node_name, op=p.node_type, scope=scope,
+                                                      inserted=inserted, ms=0.))
+            row['ms'] += p.real_time.total_seconds() * 1e3 / iters
+    return list(totals.values())
+
+
 def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, iters: int = 20) -> Dict[str, Any]:
     """Per-call times (ms) inside ONNX Runtime or OpenVINO: `model_ms` (all executed nodes), per MoD block `route_ms`,
     `block_ms`, `gather_fuse_ms` (including `reorder_ms`, the runtime's layout reorders charged to the block) and
     `total_ms`, and `ops`: time per op type over the whole model, most expensive first."""
-    profile = deploy.profile_onnxruntime if runtime == 'onnxruntime' else deploy.profile_openvino
+    profile = profile_onnxruntime if runtime == 'onnxruntime' else profile_openvino
     nodes = profile(model.eval(), x, threads, iters)
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, MoDBlock)]
     if not blocks:
@@ -106,7 +288,8 @@ def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: 
     rows = []
     for name, m in blocks:
         mine = [n for n in nodes if n['scope'] == name or n['scope'].startswith(name + '.')]
-        part = {key: sum(n['ms'] for n in mine if n['scope'].startswith(f'{name}.{key}')) for key in ('selector', 'block')}
+        part = {key: sum(n['ms'] for n in mine if n['scope'].startswith(f'{name}.{key}'))
+                for key in ('selector', 'block')}
         total = sum(n['ms'] for n in mine)
         rows.append(dict(block=name, channels=m.channels, k=m.k, route_ms=part['selector'], block_ms=part['block'],
                          gather_fuse_ms=total - part['selector'] - part['block'],
@@ -127,42 +310,43 @@ def runtime_markdown(name: str, setting: str, result: Dict[str, Any], top_ops: i
             f'Whole model, ms per op type: {ops}.')
 
 
-def _int_list(text: str) -> List[int]:
-    return [int(v) for v in text.split(',') if v]
-
-
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.breakdown', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='resnet50_mod', help='comma-separated MoD models (default resnet50_mod)')
-    parser.add_argument('--threads', type=_int_list, default=None, help='thread counts (default: all cores)')
-    parser.add_argument('--batch-size', type=_int_list, default=[1], help='batch sizes (default 1)')
-    parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model\'s own)')
-    parser.add_argument('--iters', type=int, default=50, help='timed forwards per model (default 50)')
+    parser.add_argument('--threads', type=int_list, default=None, help='thread counts, e.g. 1,2 (default: all cores)')
+    parser.add_argument('--batch-size', type=int_list, default=[1], help='batch sizes, e.g. 1,32 (default 1)')
+    parser.add_argument('--img-size', type=positive_int, default=None, help='input size (default: the model\'s own)')
+    parser.add_argument('--iters', type=positive_int, default=50, help='timed forwards per model (default 50)')
     parser.add_argument('--runtime', default='eager', choices=('eager', 'onnxruntime', 'openvino'),
                         help='eager (forward hooks in PyTorch) or the exported model in ONNX Runtime / OpenVINO '
                              '(their profilers); default eager')
-    parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (must not exist)')
+    parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (a new file)')
     args = parser.parse_args(argv)
     if args.runtime != 'eager':
         try:
             deploy.require(args.runtime)
         except ImportError as e:
             parser.error(str(e))
-
     models = [m for m in args.models.split(',') if m]
-    known = set(timm.list_models())
-    unknown = [m for m in models if m not in known]
-    if unknown:
-        parser.error(f'unknown model(s): {", ".join(unknown)}')
-    plain = [m for m in models if not any(isinstance(b, MoDBlock) for b in timm.create_model(m, device='meta').modules())]
+    check_models(parser, models)
+    plain = [m for m in models
+             if not any(isinstance(b, MoDBlock) for b in timm.create_model(m, device='meta').modules())]
     if plain:
         parser.error(f'no MoD blocks in: {", ".join(plain)}')
+    try:
+        out = new_file(args.out) if args.out else contextlib.nullcontext()
+        with out as f:
+            sections = _sections(args, models)
+            if f is not None:
+                f.write('\n\n'.join(sections) + '\n')
+    except OutputError as e:
+        parser.error(str(e))
     if args.out:
-        import os
-        if os.path.exists(args.out):
-            parser.error(f'{args.out} exists; choose a new file (results are never overwritten)')
+        print(f'wrote {args.out}', file=sys.stderr)
 
+
+def _sections(args: argparse.Namespace, models: List[str]) -> List[str]:
     sections = []
     for t in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(t)
@@ -178,10 +362,7 @@ def main(argv=None):
                     result = runtime_breakdown(model, x, args.runtime, t, args.iters)
                     sections.append(runtime_markdown(name, f'{args.runtime}, {setting}', result))
                 print(sections[-1] + '\n', flush=True)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write('\n\n'.join(sections) + '\n')
-        print(f'wrote {args.out}', file=sys.stderr)
+    return sections
 
 
 if __name__ == '__main__':

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ._cli import import_extra
-from ._markdown import has_section, replace_section
+from ._cli import has_section, replace_section
 from .paper import PAPER
 
 __all__ = ['load_rows', 'render_markdown', 'render_payoff', 'plot_figure3']
 
-SETTING_KEYS = ('source', 'device', 'gpu', 'runtime', 'exporter', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
-RUNTIME_NAMES = {'eager': 'PyTorch eager', 'compile': 'torch.compile', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
+SETTING_KEYS = (
+    'source', 'device', 'gpu', 'runtime', 'exporter', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+RUNTIME_NAMES = {
+    'eager': 'PyTorch eager', 'compile': 'torch.compile', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
 
 def load_rows(paths: Sequence[str]) -> List[Dict[str, Any]]:
@@ -64,8 +66,8 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
     for group in _groups(rows).values():
         by_name = {r['model']: r for r in group}
         out.append(f'### {_setting_title(group[0])}\n')
-        out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | of bound | paper speed-up '
-                   '| train img/s | train speed-up |')
+        out.append('| model | vs | params (M) | GMACs | latency ms (IQR) | speed-up | bound | of bound '
+                   '| paper speed-up | train img/s | train speed-up |')
         out.append('|---|---|---|---|---|---|---|---|---|---|---|')
         for r in group:
             if r['model'].endswith('[bound]'):
@@ -190,7 +192,8 @@ def plot_figure3(rows: List[Dict[str, Any]], out_dir: str) -> List[Path]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.tools.report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.report', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('json', nargs='+', help='benchmark JSON files')
     parser.add_argument('--out', help='write the markdown tables here (default: stdout)')
     parser.add_argument('--header', help='markdown file placed before the tables')

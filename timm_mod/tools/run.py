@@ -1,6 +1,7 @@
 """Run one of timm's own scripts, unchanged, with the timm_mod models registered.
 
-    python -m timm_mod.tools.run validate.py --model resnet18_mod --data-dir /data/imagenet --checkpoint model_best.pth.tar
+    python -m timm_mod.tools.run validate.py --model resnet18_mod --data-dir /data/imagenet \\
+        --checkpoint model_best.pth.tar
     python -m timm_mod.tools.run benchmark.py --model resnet86_mod --bench inference
     torchrun --nproc_per_node 2 -m timm_mod.tools.run train.py --model resnet18_mod --device cpu ...
 

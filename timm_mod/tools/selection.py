@@ -10,16 +10,17 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn as nn
 from timm.data import create_dataset, create_loader, resolve_data_config
-from timm.models import load_checkpoint
 
 from ..layers import MoDBlock
-from ._cli import import_extra
+from ..checkpoint import CheckpointError, load_strict, read_checkpoint
+from ._cli import (
+    OutputError, check_models, check_new_file, existing_dir, existing_file, import_extra, new_file, positive_int)
 
 __all__ = ['mod_blocks', 'default_block', 'count_selections']
 
@@ -110,55 +111,57 @@ def _plot(counts: torch.Tensor, classes: List[str], block_name: str, model_name:
     plt.close(fig)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_mod.tools.selection', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='python -m timm_mod.tools.selection', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='timm_mod model name, e.g. resnet18_mod')
-    parser.add_argument('--checkpoint', help='train.py checkpoint or state dict (loaded with weights_only=True)')
+    parser.add_argument('--checkpoint', type=existing_file,
+                        help='train.py checkpoint, state dict or safetensors file (loaded with weights_only=True)')
     parser.add_argument('--ema', action='store_true', help='use the checkpoint\'s EMA weights')
-    parser.add_argument('--data', required=True, help='ImageFolder root: its val/ (or validation/) split, else itself')
+    parser.add_argument('--data', required=True, type=existing_dir,
+                        help='ImageFolder root: its val/ (or validation/) split, else itself')
     parser.add_argument('--out', required=True, help='output folder for selection.csv and selection.png')
     parser.add_argument('--block', help='MoD block: a module name (layer3.1) or stage.index (3.1); '
                                         'default: the first MoD block of the third stage')
-    parser.add_argument('--img-size', type=int, help='input size (default: the model\'s)')
-    parser.add_argument('--samples-per-class', type=int, default=50, help='samples counted per class (default 50)')
-    parser.add_argument('--plot-classes', type=int, default=5, help='classes drawn in the figure (default 5)')
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--img-size', type=positive_int, help='input size (default: the model\'s)')
+    parser.add_argument('--samples-per-class', type=positive_int, default=50,
+                        help='samples counted per class (default 50)')
+    parser.add_argument('--plot-classes', type=positive_int, default=5, help='classes drawn in the figure (default 5)')
+    parser.add_argument('--batch-size', type=positive_int, default=64, help='images per forward (default 64)')
     args = parser.parse_args(argv)
 
-    if args.model not in timm.list_models():
-        import difflib
-        parser.error(f'unknown model {args.model!r}; nearest: {", ".join(difflib.get_close_matches(args.model, timm.list_models(), 3))}')
-    data = Path(args.data).expanduser()
-    split = next((data / s for s in ('val', 'validation') if (data / s).is_dir()), data)
-    if not split.is_dir():
-        parser.error(f'no data folder at {data} (looked for {data}/val, {data}/validation and {data})')
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        parser.error(f'no checkpoint file at {args.checkpoint}')
+    check_models(parser, [args.model])
+    split = next((args.data / s for s in ('val', 'validation') if (args.data / s).is_dir()), args.data)
     out = Path(args.out)
-    for name in ('selection.csv', 'selection.png'):
-        if (out / name).exists():
-            parser.error(f'{out / name} exists; choose another --out (results are never overwritten)')
     try:
+        for name in ('selection.csv', 'selection.png'):
+            check_new_file(out / name, '--out')
         import_extra('matplotlib', 'plot', 'drawing Figure 4')  # known before the counting, not after
-    except ImportError as e:
+        state_dict = read_checkpoint(args.checkpoint, args.ema)[0] if args.checkpoint else None
+    except (OutputError, ImportError, CheckpointError) as e:
         parser.error(str(e))
 
     dataset = create_dataset('', root=str(split))
     classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
     model = timm.create_model(args.model, num_classes=len(classes))
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, use_ema=args.ema, weights_only=True)
+    if state_dict is not None:
+        try:
+            load_strict(model, state_dict, f'{args.checkpoint} ({args.model}, {len(classes)} classes in {split})')
+        except CheckpointError as e:
+            parser.error(str(e))
     model.eval()
-    block_name, block = _resolve_block(model, args.block)
+    try:
+        block_name, block = _resolve_block(model, args.block)
+    except ValueError as e:
+        parser.error(str(e))
     config = resolve_data_config({'input_size': (3, args.img_size, args.img_size)} if args.img_size else {},
                                  model=model)
     loader = create_loader(dataset, batch_size=args.batch_size, **{k: config[k] for k in (
         'input_size', 'interpolation', 'mean', 'std', 'crop_pct')}, num_workers=0, device=torch.device('cpu'))
     counts = count_selections(model, block, loader, len(classes), args.samples_per_class)
 
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / 'selection.csv', 'w', newline='') as f:
+    with new_file(out / 'selection.csv', '--out', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['class', 'samples'] + [f'ch{c}' for c in range(block.channels)])
         for i, name in enumerate(classes):

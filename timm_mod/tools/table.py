@@ -5,12 +5,12 @@
 """
 import argparse
 import sys
-from typing import List
+from typing import List, Optional, Sequence
 
 import timm
 
 from ..models import list_models
-from ._markdown import has_section, replace_section
+from ._cli import check_models, existing_file, has_section, replace_section
 from .complexity import count_gmacs, count_params_m
 from .paper import PAPER
 
@@ -32,15 +32,15 @@ def model_table(names: List[str]) -> str:
     return '\n'.join(rows)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.table', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='', help='comma-separated model names (default: every timm_mod model)')
-    parser.add_argument('--update', metavar='FILE', help=f'rewrite the table between the <!-- {SECTION}:begin/end --> markers in FILE')
+    parser.add_argument('--update', metavar='FILE', type=existing_file,
+                        help=f'rewrite the table between the <!-- {SECTION}:begin/end --> markers in FILE')
     args = parser.parse_args(argv)
     names = args.models.split(',') if args.models else list_models()
-    unknown = [n for n in names if n not in timm.list_models()]
-    if unknown:
-        parser.error(f'unknown model(s): {", ".join(unknown)}')
+    check_models(parser, names)
     if args.update and not has_section(args.update, SECTION):
         parser.error(f'{args.update} has no <!-- {SECTION}:begin --> marker')
     table = model_table(names)

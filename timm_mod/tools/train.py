@@ -647,7 +647,8 @@ def build_command(
     resume_args = []
     if resume:
         if init_from:
-            raise UsageError('--init-from starts a new run from a baseline; a resumed run continues from its checkpoint')
+            raise UsageError('--init-from starts a new run from a baseline; a resumed run continues from its '
+                             'checkpoint')
         checkpoint = _last_checkpoint(output, prefix) if resume == 'last' else Path(resume)
         if not checkpoint.is_file():
             raise UsageError(f'no checkpoint to resume at {checkpoint}')
@@ -703,7 +704,7 @@ def build_command(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='./train.sh',
+        prog=os.environ.get('TIMM_MOD_PROG') or 'python -m timm_mod.tools.train',
         usage='%(prog)s DATASET MODEL [--dry-run] [--resume [PATH]] [--init-from BASELINE [--no-distill]] '
               '[train.py arguments ...]',
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
