@@ -1,4 +1,5 @@
 """FCN and Faster R-CNN on timm backbones, the VOC07 metric and `python -m timm_mod.dense`, on tiny generated data."""
+import argparse
 import json
 import os
 import subprocess
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiers import slow_cases
 
 from timm_mod import dense
+from timm_mod.dense import engine
 from timm_mod.dense.backbone import create_backbone
 from timm_mod.dense.data import CityscapesTransform, VOCTransform
 from timm_mod.dense.detection import TimmBackboneWithFPN, faster_rcnn
@@ -18,6 +21,7 @@ from timm_mod.dense.voc_eval import VOC07MeanAP, voc07_ap
 from timm_mod.tools.paper import DENSE_PAPER
 
 BACKBONES = ('resnet50', 'resnet50_mod', 'resnet75_mod', 'resnet86_mod')
+FAST_BACKBONES = ('resnet50_mod',)  # the fast tier trains one MoD backbone; --full all four
 # Fewer proposals and sampled RoIs than the defaults (2000 / 1000 / 512) keep the detector tests short
 SMALL_DET = dict(min_size=128, max_size=160, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
                  rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_batch_size_per_image=32)
@@ -47,7 +51,7 @@ def _sgd_step_changes_weights(model: torch.nn.Module, loss: torch.Tensor) -> boo
 
 # --- models --------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('backbone', slow_cases(BACKBONES, FAST_BACKBONES))
 def test_fcn_trains_a_step_and_predicts_at_input_size(backbone):
     torch.manual_seed(0)
     model = fcn(backbone)
@@ -73,7 +77,7 @@ def test_fcn_loss_weighs_the_auxiliary_head_0_4():
     assert fcn_loss({'out': main, 'aux': aux}, target) == pytest.approx(expected.item())
 
 
-@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('backbone', slow_cases(BACKBONES, FAST_BACKBONES))
 def test_faster_rcnn_trains_a_step_and_detects(backbone):
     torch.manual_seed(0)
     model = faster_rcnn(backbone, **SMALL_DET)
@@ -207,7 +211,8 @@ def test_voc07_map_agrees_with_torchmetrics_at_11_recall_points():
 
 def test_cityscapes_label_ids_become_train_ids_and_crops_pad_with_ignore():
     image = Image.fromarray(np.full((16, 32, 3), 128, np.uint8))
-    label = Image.fromarray(np.array([[7, 26, 0, 33]] * 16, np.uint8).repeat(8, axis=1))  # road, car, unlabeled, bicycle
+    # road, car, unlabeled, bicycle
+    label = Image.fromarray(np.array([[7, 26, 0, 33]] * 16, np.uint8).repeat(8, axis=1))
     _, evaluated = CityscapesTransform(False, (8, 16), (32, 64))(image, label)
     assert evaluated.shape == (16, 32)  # labels stay at full resolution for evaluation
     assert evaluated[0, ::8].tolist() == [0, 13, 255, 18]
@@ -281,13 +286,37 @@ def _common(tmp_path):
 SEG_SMALL = ['--img-size', '32', '64', '--crop-size', '32', '64']
 
 
-def test_seg_entry_point_trains_evaluates_checkpoints_and_resumes(cityscapes_dir, tmp_path):
-    first = dense.main(['seg', '--data', str(cityscapes_dir), '--iters', '2', *SEG_SMALL, *_common(tmp_path)])
+@pytest.fixture(scope='module')
+def seg_run(cityscapes_dir, tmp_path_factory):
+    """A seg run of 2 iterations, finished: its folder and metrics."""
+    out = tmp_path_factory.mktemp('seg')
+    return dense.main(['seg', '--data', str(cityscapes_dir), '--iters', '2', *SEG_SMALL, *_common(out)])
+
+
+@pytest.fixture(scope='module')
+def det_run(voc_dir, tmp_path_factory):
+    """A det run of 2 iterations (2 epochs of 1 batch of 2 of the 3 training images), finished."""
+    out = tmp_path_factory.mktemp('det')
+    return dense.main(['det', '--data', str(voc_dir), '--iters', '2', '--img-size', '64', '96', *_common(out)])
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if the command gets as far as loading a dataset or building a model."""
+    def work(*args, **kwargs):
+        raise AssertionError('bad input was not refused before the work started')
+    for name in ('cityscapes', 'voc', 'build_system'):
+        monkeypatch.setattr(engine, name, work)
+
+
+def test_seg_entry_point_trains_evaluates_checkpoints_and_resumes(seg_run, cityscapes_dir, tmp_path):
+    first = seg_run
     assert set(first['metrics']) == {'mIoU', 'aAcc', 'mAcc'}
     logged = [json.loads(line) for line in (first['run_dir'] / 'metrics.jsonl').read_text().splitlines()]
     assert logged == [dict(iteration=2, **first['metrics'])]
     ckpt = torch.load(first['run_dir'] / 'last.pth', weights_only=True)
     assert ckpt['iteration'] == 2 and ckpt['args']['lr'] == 0.01 and ckpt['args']['weight_decay'] == 5e-4
+    assert ckpt['epoch_iters'] == 1  # 2 training images, batches of 2
 
     resumed = dense.main(['seg', '--data', str(cityscapes_dir), '--iters', '3', '--resume',
                           str(first['run_dir'] / 'last.pth'), *SEG_SMALL, *_common(tmp_path)])
@@ -311,8 +340,8 @@ def test_seg_entry_point_trains_distributed_under_torchrun(cityscapes_dir, tmp_p
     assert torch.load(run_dir / 'last.pth', weights_only=True)['iteration'] == 2
 
 
-def test_det_entry_point_trains_on_07_12_and_evaluates_on_07_test(voc_dir, tmp_path):
-    result = dense.main(['det', '--data', str(voc_dir), '--iters', '2', '--img-size', '64', '96', *_common(tmp_path)])
+def test_det_entry_point_trains_on_07_12_and_evaluates_on_07_test(det_run):
+    result = det_run
     assert set(result['metrics']) == {'mAP50_voc07', 'mAP50_coco'}
     args = json.loads((result['run_dir'] / 'args.json').read_text())
     assert args['train_sets'] == '2007-trainval,2012-trainval' and args['eval_sets'] == '2007-test'
@@ -339,17 +368,130 @@ def test_entry_point_names_the_missing_dataset_folder(task, missing, tmp_path, c
     assert f'folder not found: {tmp_path / "data" / missing}' in capsys.readouterr().err
 
 
-def test_bench_writes_rows_with_speedups_against_the_first_backbone(tmp_path):
-    path = tmp_path / 'dense.json'
-    dense.main(['bench', '--backbones', 'resnet50,resnet50_mod', '--threads', '1', '--fcn-size', '32', '64',
-                '--det-size', '64', '96', '--rounds', '2', '--json', str(path)])
-    rows = json.loads(path.read_text())
-    assert [r['model'] for r in rows] == ['fcn_resnet50', 'fcn_resnet50_mod', 'faster_rcnn_resnet50',
-                                          'faster_rcnn_resnet50_mod']
-    for base, mod in (rows[:2], rows[2:]):
-        assert mod['baseline'] == base['model'] and mod['speedup'] == pytest.approx(
-            base['latency_ms'] / mod['latency_ms'])
-        assert mod['paper_speedup'] == DENSE_PAPER[mod['model']].speedup_cpu
-        assert mod['params_m'] < base['params_m'] and mod['img_size'] == base['img_size'] and mod['runs'] == 2
-    with pytest.raises(SystemExit):  # results are never overwritten
-        dense.main(['bench', '--json', str(path)])
+@pytest.mark.parametrize('iters,progress', [('2', 'finished at iteration 2 of 2'),
+                                            ('1', 'is at iteration 2, past --iters 1')], ids=['at the end', 'past it'])
+def test_resuming_a_finished_run_is_refused_saying_what_to_do(iters, progress, seg_run, cityscapes_dir, tmp_path,
+                                                              refused, no_work):
+    ckpt = seg_run['run_dir'] / 'last.pth'
+    error = refused(['seg', '--data', str(cityscapes_dir), '--iters', iters, '--resume', str(ckpt), *SEG_SMALL,
+                     *_common(tmp_path)])
+    assert error.endswith(f'error: --resume {ckpt}: the run {progress}: evaluate it with --eval-only, or raise --iters '
+                          f'above 2 to train further')
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_resuming_a_run_that_finished_its_epochs_is_refused(det_run, voc_dir, tmp_path, refused, no_work):
+    ckpt = det_run['run_dir'] / 'last.pth'
+    error = refused(['det', '--data', str(voc_dir), '--epochs', '2', '--resume', str(ckpt), *_common(tmp_path)])
+    assert error.endswith(f'error: --resume {ckpt}: the run finished at epoch 2 of 2: evaluate it with --eval-only, '
+                          f'or raise --epochs above 2 to train further')
+    assert not (tmp_path / 'runs').exists()
+
+
+@pytest.fixture(scope='module')
+def seg_checkpoint(seg_run):
+    """The seg run's checkpoint with its model cut to its first two tensors and no optimizer state, quick to save."""
+    ckpt = torch.load(seg_run['run_dir'] / 'last.pth', weights_only=True)
+    model = dict(list(ckpt['model'].items())[:2])
+    return dict(ckpt, model=model, optimizer=dict(ckpt['optimizer'], state={}))
+
+
+def _truncated(path, ckpt):
+    torch.save(ckpt, path)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def _with_args(**changes):
+    return lambda path, ckpt: torch.save(dict(ckpt, args={**ckpt['args'], **changes}), path)
+
+
+def _without_task(path, ckpt):
+    torch.save(dict(ckpt, args={k: v for k, v in ckpt['args'].items() if k != 'task'}), path)
+
+
+def _with_nan(path, ckpt):
+    name = next(iter(ckpt['model']))
+    torch.save(dict(ckpt, model=dict(ckpt['model'], **{name: torch.full_like(ckpt['model'][name], float('nan'))})),
+               path)
+
+
+BAD_RESUMES = {
+    'missing': (lambda path, ckpt: None, 'argument --resume: no file {path}'),
+    'a folder': (lambda path, ckpt: path.mkdir(), 'argument --resume: no file {path}'),
+    'truncated': (_truncated, '--resume {path}: not a readable checkpoint: torch.load(weights_only=True) failed'),
+    'empty': (lambda path, ckpt: path.write_bytes(b''), '--resume {path}: not a readable checkpoint'),
+    'text': (lambda path, ckpt: path.write_text('model: resnet50_mod'), '--resume {path}: not a readable checkpoint'),
+    'pickled objects': (lambda path, ckpt: torch.save(dict(ckpt, args=argparse.Namespace(**ckpt['args'])), path),
+                        '--resume {path}: not a readable checkpoint'),
+    'a list': (lambda path, ckpt: torch.save([ckpt], path), '--resume {path}: holds a list, not a timm_mod.dense'),
+    'a bare state dict': (lambda path, ckpt: torch.save(ckpt['model'], path), (
+        '--resume {path}: not a timm_mod.dense checkpoint (no valid model, optimizer, scheduler, iteration, '
+        'epoch_iters, args)')),
+    'args without the task': (
+        _without_task, "--resume {path}: not a timm_mod.dense checkpoint (no valid args['task'])"),
+    'another task': (
+        _with_args(task='det'), '--resume {path}: saved by a det run on resnet50_mod, not seg on resnet50_mod'),
+    'another backbone': (
+        _with_args(backbone='resnet50'), '--resume {path}: saved by a seg run on resnet50, not seg on resnet50_mod'),
+    'a NaN weight': (_with_nan, '--resume {path}: model.backbone.body.conv1.weight holds NaN or infinite values'),
+}
+
+
+@pytest.mark.parametrize('case', BAD_RESUMES)
+@pytest.mark.parametrize('eval_only', [False, True], ids=['resume', 'eval-only'])
+def test_a_bad_resume_file_is_refused_in_one_line_naming_it_and_the_problem(case, eval_only, seg_checkpoint,
+                                                                            cityscapes_dir, tmp_path, refused, no_work):
+    write, expected = BAD_RESUMES[case]
+    path = tmp_path / 'last.pth'
+    write(path, seg_checkpoint)
+    error = refused(['seg', '--data', str(cityscapes_dir), '--resume', str(path), *(['--eval-only'] * eval_only),
+                     *SEG_SMALL, *_common(tmp_path)])
+    assert f'error: {expected.format(path=path)}' in error  # on the one line
+    assert not (tmp_path / 'runs').exists()
+
+
+BAD_ARGS = [
+    ('seg', ['--batch-size', '0'], 'argument --batch-size: 0: must be a whole number of at least 1'),
+    ('seg', ['--iters', '2.5'], "argument --iters: invalid positive_int value: '2.5'"),
+    ('seg', ['--lr', '-0.01'], 'argument --lr: -0.01: must be a number above 0'),
+    ('seg', ['--img-size', '32', '0'], 'argument --img-size: 0: must be a whole number of at least 1'),
+    ('seg', ['--log-interval', '0'], 'argument --log-interval: 0: must be a whole number of at least 1'),
+    ('seg', ['--workers', '-1'], 'argument --workers: -1: must be a whole number of at least 0'),
+    ('det', ['--momentum', 'nan'], 'argument --momentum: nan: must be a number of at least 0'),
+    ('det', ['--epochs', '0'], 'argument --epochs: 0: must be a whole number of at least 1'),
+    ('det', ['--warmup-ratio', 'inf'], 'argument --warmup-ratio: inf: must be a number of at least 0'),
+    ('seg', ['--data', '{tmp}/missing'], 'argument --data: no folder {tmp}/missing'),
+    ('det', ['--data', '{tmp}/file'], 'argument --data: no folder {tmp}/file'),
+    ('seg', ['--output', '{tmp}/file/runs'], '--output {tmp}/file/runs: {tmp}/file is a file, not a folder'),
+]
+
+
+@pytest.mark.parametrize('task,argv,expected', BAD_ARGS, ids=[f'{task} {argv[0]}' for task, argv, _ in BAD_ARGS])
+def test_a_bad_number_or_path_is_refused_naming_the_flag(task, argv, expected, cityscapes_dir, voc_dir, tmp_path,
+                                                         refused, no_work):
+    (tmp_path / 'file').write_text('')
+    data = cityscapes_dir if task == 'seg' else voc_dir
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    error = refused([task, '--data', str(data), *_common(tmp_path), *argv])
+    assert error.endswith(f'error: {expected.format(tmp=tmp_path)}')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cuda_without_a_cuda_device_is_refused(cityscapes_dir, tmp_path, refused, no_work):
+    error = refused(['seg', '--data', str(cityscapes_dir), *_common(tmp_path), '--device', 'cuda'])
+    assert '--device cuda: no CUDA device here' in error and 'use --device cpu' in error
+
+
+@pytest.mark.parametrize('task,module,expected', [
+    ('seg', 'torchmetrics', 'evaluation needs torchmetrics: pip install "timm-mod[dense]"'),
+    ('det', 'pycocotools', 'the COCO-style mAP needs pycocotools: pip install "timm-mod[dense]"'),
+    ('det', 'faster_coco_eval', (
+        'needs faster-coco-eval, which the dense extra does not install: pip install faster-coco-eval')),
+], ids=['torchmetrics', 'pycocotools', 'faster_coco_eval'])
+def test_a_missing_evaluation_package_is_refused_naming_its_install(task, module, expected, cityscapes_dir, voc_dir,
+                                                                    tmp_path, refused, monkeypatch, no_work):
+    monkeypatch.setitem(sys.modules, module, None)  # as Python blocks an import
+    data = cityscapes_dir if task == 'seg' else voc_dir
+    backend = ['--coco-backend', module] if module == 'faster_coco_eval' else []
+    error = refused([task, '--data', str(data), *_common(tmp_path), *backend])
+    assert error.endswith(expected)

@@ -5,8 +5,10 @@
     backbone      timm features_only backbones as torchvision expects them
     data          Cityscapes and VOC datasets with the paper's transforms
     voc_eval      the VOC07 11-point mAP of the paper's Table 4
-    engine        training, evaluation and timing (``python -m timm_mod.dense seg|det|bench``)
+    engine        training and evaluation (``python -m timm_mod.dense seg|det``)
+    bench         inference latency of both systems on each backbone (``python -m timm_mod.dense bench``)
 
 Needs the ``dense`` extra: ``pip install -e ".[dense]"``.
 """
-from .engine import bench_systems, build_system, main, markdown_table
+from .bench import bench_systems, markdown_table
+from .engine import build_system, main

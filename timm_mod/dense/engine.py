@@ -1,10 +1,10 @@
-"""Train, evaluate and time the paper's dense-prediction systems: FCN on Cityscapes, Faster R-CNN on Pascal VOC.
+"""Train and evaluate the paper's dense-prediction systems: FCN on Cityscapes, Faster R-CNN on Pascal VOC.
 
     python -m timm_mod.dense seg --backbone resnet86_mod --data /data/cityscapes --pretrained-backbone
     torchrun --nproc_per_node 4 -m timm_mod.dense seg --backbone resnet75_mod --data /data/cityscapes
     python -m timm_mod.dense det --backbone resnet86_mod --data /data/voc    # holds VOCdevkit/VOC2007, VOC2012
     python -m timm_mod.dense seg --data /data/cityscapes --eval-only --resume output/dense/seg-.../last.pth
-    python -m timm_mod.dense bench --threads 1,16 --json dense.json
+    python -m timm_mod.dense bench --threads 1,16 --json dense.json          # timing: timm_mod.dense.bench
 
 Defaults are the paper's schedules. seg (Appendix B, MMSegmentation's FCN-R50-D8 80k): SGD lr 0.01, momentum 0.9,
 weight decay 5e-4, poly decay (power 0.9) to 1e-4 over 80k iterations, 2 images of 512 x 1024 per process (the
@@ -15,41 +15,39 @@ VOC 2007 + 2012 trainval with the lr divided by 10 after 9, horizontal flip 0.5,
 evaluated on VOC 2007 test with the VOC07 11-point mAP@0.5 (the paper's) and torchmetrics' COCO-style mAP@0.5.
 
 Each run writes into a new folder under --output (args.json, metrics.jsonl, last.pth); an earlier run is never
-overwritten. Checkpoints are plain state dicts (torch.save), loaded with torch.load(weights_only=True).
+overwritten. Checkpoints are plain state dicts (torch.save), loaded with torch.load(weights_only=True). Bad input,
+a --resume checkpoint included, is reported before any data or model is loaded.
 """
 import argparse
-import importlib.util
+import importlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
-import timm
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils import benchmark
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
-from ..tools.bench import cpu_name, interleaved
+from ..tools._cli import (
+    check_device, existing_dir, existing_file, import_extra, new_run_dir, nonnegative_float, nonnegative_int,
+    positive_float, positive_int)
 from ..tools.complexity import count_params_m
-from ..tools.paper import DENSE_PAPER
 from .backbone import check_backbone
 from .data import VOC_CLASSES, check_cityscapes, check_voc, cityscapes, detection_collate, parse_voc_sets, voc
 from .detection import faster_rcnn
 from .segmentation import IGNORE_INDEX, fcn, fcn_loss
 
-__all__ = ['build_system', 'bench_systems', 'markdown_table', 'main']
+__all__ = ['build_system', 'main']
 
 SYSTEMS = ('fcn', 'faster_rcnn')
 TASK_SYSTEM = {'seg': 'fcn', 'det': 'faster_rcnn'}
 CITYSCAPES_CLASSES = 19
 DET_BASE_BATCH = 16  # MMDetection's lr 0.01 is for 8 GPUs x 2 images
-DEFAULT_BACKBONES = ('resnet50', 'resnet50_mod', 'resnet75_mod', 'resnet86_mod')
 
 
 def build_system(system: str, backbone: str, img_size: Optional[Sequence[int]] = None, **kwargs) -> nn.Module:
@@ -159,36 +157,80 @@ def _lr_lambda(args: argparse.Namespace) -> Callable[[int], float]:
     return det
 
 
+def _record(args: argparse.Namespace) -> Dict[str, Any]:
+    """The arguments as plain values: JSON and torch.load(weights_only=True) read paths back only as strings."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, iteration: int,
-          args: argparse.Namespace, metrics: Optional[Dict[str, float]]) -> None:
+          epoch_iters: int, args: argparse.Namespace, metrics: Optional[Dict[str, float]]) -> None:
     state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                 iteration=iteration, args=vars(args), metrics=metrics)
+                 iteration=iteration, epoch_iters=epoch_iters, args=_record(args), metrics=metrics)
     tmp = path.with_suffix('.tmp')
     torch.save(state, tmp)
     os.replace(tmp, path)  # a run stopped while saving keeps its previous checkpoint
 
 
-def _load(path: str, args: argparse.Namespace) -> Dict[str, Any]:
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    saved = ckpt.get('args', {})
-    for key in ('task', 'backbone'):
-        if saved.get(key, getattr(args, key)) != getattr(args, key):
-            raise ValueError(f'{path} was saved by a {saved["task"]} run on {saved["backbone"]}, '
-                             f'not {args.task} on {args.backbone}')
+# What `_save` writes and a resumed or evaluated run reads; epoch_iters (iterations per epoch) says when a run
+# scheduled in epochs has finished, without building its dataset.
+CHECKPOINT_FIELDS = dict(model=dict, optimizer=dict, scheduler=dict, iteration=int, epoch_iters=int, args=dict)
+
+
+def _nonfinite(state: Any, name: str = '') -> Optional[str]:
+    """The key of the first floating-point tensor in nested dicts and lists that holds NaN or infinity, else None."""
+    if isinstance(state, torch.Tensor):
+        return name if state.is_floating_point() and not bool(state.isfinite().all()) else None
+    if isinstance(state, (list, tuple)):
+        state = dict(enumerate(state))
+    for key, value in state.items() if isinstance(state, dict) else ():
+        found = _nonfinite(value, f'{name}.{key}' if name else str(key))
+        if found:
+            return found
+    return None
+
+
+def _read_checkpoint(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    """The --resume checkpoint, if it is one of this task and backbone whose tensors are all finite.
+
+    Raises:
+        ValueError: what is wrong with it, in one line.
+    """
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated, corrupt or foreign file fails in many ways (zip, pickle, EOF, ...)
+        raise ValueError(f'not a readable checkpoint: torch.load(weights_only=True) failed ({type(e).__name__}); the '
+                         f'file is truncated or corrupt, or holds more than tensors and plain values') from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'holds a {type(ckpt).__name__}, not a timm_mod.dense checkpoint')
+    bad = [key for key, kind in CHECKPOINT_FIELDS.items() if not isinstance(ckpt.get(key), kind)]
+    if 'args' not in bad:
+        bad += [f"args['{key}']" for key in ('task', 'backbone') if not isinstance(ckpt['args'].get(key), str)]
+    if bad:
+        raise ValueError(f'not a timm_mod.dense checkpoint (no valid {", ".join(bad)}): resume from a last.pth of '
+                         f'python -m timm_mod.dense')
+    saved = ckpt['args']
+    if (saved['task'], saved['backbone']) != (args.task, args.backbone):
+        raise ValueError(f'saved by a {saved["task"]} run on {saved["backbone"]}, not {args.task} on {args.backbone}')
+    where = _nonfinite(ckpt)
+    if where:
+        raise ValueError(f'{where} holds NaN or infinite values: the run had diverged when it was saved')
     return ckpt
 
 
-def _new_run_dir(output: str, name: str) -> Path:
-    """output/name-YYYYmmdd-HHMMSS, with -2, -3, ... appended rather than reusing an existing folder."""
-    base = Path(output) / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
-    path, n = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            n += 1
-            path = base.with_name(f'{base.name}-{n}')
+def _check_unfinished(args: argparse.Namespace, ckpt: Dict[str, Any]) -> None:
+    """Refuse to resume a run at the end of its schedule: it would train, evaluate and save nothing.
+
+    Raises:
+        ValueError: saying where the run stands and what to do instead.
+    """
+    by_epoch = args.iters is None  # det's default: the schedule is --epochs long
+    done = ckpt['iteration'] // ckpt['epoch_iters'] if by_epoch else ckpt['iteration']
+    end = args.epochs if by_epoch else args.iters
+    if done >= end:
+        unit, flag = ('epoch', '--epochs') if by_epoch else ('iteration', '--iters')
+        where = f'finished at {unit} {done} of {end}' if done == end else f'is at {unit} {done}, past {flag} {end}'
+        raise ValueError(f'the run {where}: evaluate it with --eval-only, or raise {flag} above {done} to train '
+                         f'further')
 
 
 @torch.inference_mode()
@@ -233,32 +275,38 @@ def evaluate(args: argparse.Namespace, model: nn.Module, loader: DataLoader, dev
     return {name: 100 * float(v['map'] if isinstance(v, dict) else v) for name, v in results.items()}
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Train (unless --eval-only) and evaluate one system; returns the run folder and the last metrics."""
+def run(args: argparse.Namespace, ckpt: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Train (unless --eval-only) and evaluate one system; returns the run folder and the last metrics.
+
+    Args:
+        args: The seg or det command line, checked.
+        ckpt: The --resume checkpoint, read and checked (see `_read_checkpoint`).
+    """
     rank, world, device = _init_distributed(args.device)
     try:
-        return _run(args, rank, world, device)
+        return _run(args, ckpt, rank, world, device)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> Dict[str, Any]:
+def _run(args: argparse.Namespace, ckpt: Optional[Dict[str, Any]], rank: int, world: int,
+         device: torch.device) -> Dict[str, Any]:
     torch.manual_seed(args.seed + rank)
-    ckpt = _load(args.resume, args) if args.resume else None
     train_ds, eval_ds = _datasets(args)
+    # before the model is built (its pretrained weights downloaded): the loaders refuse a set smaller than a batch
+    train_loader, eval_loader = _loaders(args, train_ds, eval_ds, rank, world)
     model = build_system(TASK_SYSTEM[args.task], args.backbone, args.img_size if args.task == 'det' else None,
                          pretrained_backbone=args.pretrained_backbone)
     if ckpt:
         model.load_state_dict(ckpt['model'])
     model.to(device)
-    train_loader, eval_loader = _loaders(args, train_ds, eval_ds, rank, world)
     if args.task == 'det' and train_loader is not None:
         args.iters = args.iters or args.epochs * len(train_loader)
         args.lr = args.lr or 0.01 * args.batch_size * world / DET_BASE_BATCH
-    run_dir = _new_run_dir(args.output, f'{args.task}-{args.backbone}') if rank == 0 else None
+    run_dir = new_run_dir(args.output, f'{args.task}-{args.backbone}') if rank == 0 else None
     if run_dir:
-        (run_dir / 'args.json').write_text(json.dumps(vars(args), indent=1))
+        (run_dir / 'args.json').write_text(json.dumps(_record(args), indent=1))
         plan = 'evaluation only' if args.eval_only else f'{args.iters} iterations, lr {args.lr}'
         _log(rank, f'run folder {run_dir}; {args.task} {args.backbone} {count_params_m(model):.3f} M params, '
                    f'{world} process(es) on {device}, {plan}')
@@ -290,7 +338,8 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         if iteration == args.iters or (args.eval_interval and iteration % args.eval_interval == 0):
             metrics = evaluate_and_log(iteration)
             if run_dir:
-                _save(run_dir / 'last.pth', model, optimizer, scheduler, iteration, args, metrics)
+                _save(run_dir / 'last.pth', model, optimizer, scheduler, iteration, len(train_loader), args,
+                      metrics)
             train_model.train()
     return dict(run_dir=run_dir, metrics=metrics)
 
@@ -328,177 +377,67 @@ def _train_iterations(
         epoch += 1
 
 
-# --- speed ---------------------------------------------------------------------------------------------------------
-
-def _fix_detection_workload(model: nn.Module) -> None:
-    """Zero an untrained detector's box classifier, so no box passes the 0.05 score threshold.
-
-    Untrained class scores hover around 1 / 21, just under the threshold: how many of the 1000 proposals x 20
-    classes reach the final NMS then depends on the random draw, not on the backbone being timed.
-    """
-    predictor = model.roi_heads.box_predictor.cls_score
-    nn.init.zeros_(predictor.weight)
-    nn.init.zeros_(predictor.bias)
-
-
-def _inference_fn(system: str, backbone: str, size: Tuple[int, int],
-                  device: torch.device) -> Tuple[nn.Module, Callable[[], Any]]:
-    """An untrained system in eval mode and a call running it on one random image of `size`."""
-    model = build_system(system, backbone, **(dict(aux=False) if system == 'fcn' else dict(img_size=size)))
-    model = model.eval().to(device)
-    if system == 'faster_rcnn':
-        _fix_detection_workload(model)
-    x = torch.randn(1, 3, *size, device=device)
-    inputs = x if system == 'fcn' else [x[0]]
-
-    def infer():
-        with torch.inference_mode():
-            return model(inputs)
-    return model, infer
-
-
-def bench_systems(
-        systems: Sequence[str] = SYSTEMS,
-        backbones: Sequence[str] = DEFAULT_BACKBONES,
-        threads: Optional[Sequence[int]] = None,
-        fcn_size: Tuple[int, int] = (1024, 2048),
-        det_size: Tuple[int, int] = (600, 1000),
-        device: str = 'cpu',
-        rounds: int = 5,
-        min_run_time: float = 0.0,
-        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-) -> Tuple[List[Dict[str, Any]], List[benchmark.Measurement]]:
-    """Inference latency of each system on each backbone, batch 1, speed-up against the first backbone.
-
-    Models are randomly initialised: MoD's shapes are static, so its cost does not depend on the weights. FCN runs
-    without its auxiliary head (it only serves training); Faster R-CNN gets one image of `det_size`, resizes within
-    (min_size, max_size) = det_size, so a 600 x 1000 image is not resized, and its box classifier is zeroed (see
-    `_fix_detection_workload`). The backbones are timed in turn, `rounds` times (see `timm_mod.tools.bench.interleaved`).
-    """
-    dev = torch.device(device)
-    threads = threads or [torch.get_num_threads()]
-    env = dict(torch=torch.__version__, timm=timm.__version__, cpu=cpu_name(), cpu_count=os.cpu_count(),
-               gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None)
-    rows, measurements = [], []
-    for system in systems:
-        size = tuple(fcn_size if system == 'fcn' else det_size)
-        for t in threads:
-            torch.set_num_threads(t)
-            built = {f'{system}_{b}': _inference_fn(system, b, size, dev) for b in backbones}
-            setting = f'{dev.type} t={t} bs=1 {size[0]}x{size[1]}'
-            timed = interleaved({name: fn for name, (_, fn) in built.items()}, t, f'{system} inference',
-                                 setting, rounds, min_run_time)
-            base = None
-            for (name, (model, _)), backbone in zip(built.items(), backbones):
-                m = timed[name]
-                measurements.append(m)
-                paper = DENSE_PAPER.get(name)
-                row = dict(model=name, system=system, backbone=backbone, baseline=base['model'] if base else None,
-                           device=dev.type, threads=t, batch_size=1, img_size=list(size),
-                           params_m=round(count_params_m(model), 4), latency_ms=m.median * 1e3,
-                           latency_iqr_ms=m.iqr * 1e3, runs=len(m.times), **env)
-                row['speedup'] = base['latency_ms'] / row['latency_ms'] if base else 1.0
-                row['paper_speedup'] = (paper.speedup_gpu if dev.type == 'cuda' else paper.speedup_cpu) \
-                    if paper and base else None
-                base = base or row
-                rows.append(row)
-                log(f'{name:<28} {setting}: {row["latency_ms"]:.1f} ms (IQR {row["latency_iqr_ms"]:.1f}, '
-                    f'{row["runs"]} runs), x{row["speedup"]:.2f}')
-            del built
-    return rows, measurements
-
-
-def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    """Our measurements with the paper's Table 3 / 4 speed-ups beside them, labelled as the paper's."""
-    lines = ['| system | backbone | setting | params (M) | latency ms (IQR) | speed-up | paper speed-up |',
-             '|---|---|---|---|---|---|---|']
-    for r in rows:
-        setting = f'{r["device"]} {r["threads"]}t bs{r["batch_size"]} {r["img_size"][0]}x{r["img_size"][1]}'
-        lines.append('| {} | {} | {} | {:.3f} | {:.1f} ({:.1f}) | {} | {} |'.format(
-            r['system'], r['backbone'], setting, r['params_m'], r['latency_ms'], r['latency_iqr_ms'],
-            f'{r["speedup"]:.2f}' if r['baseline'] else '-',
-            f'{r["paper_speedup"]:.2f}' if r.get('paper_speedup') else '-'))
-    return '\n'.join(lines)
-
-
 # --- command line --------------------------------------------------------------------------------------------------
-
-def _int_list(text: str) -> List[int]:
-    return [int(v) for v in text.split(',') if v]
-
 
 def _add_run_args(p: argparse.ArgumentParser, task: str) -> None:
     seg = task == 'seg'
     p.add_argument('--backbone', default='resnet86_mod', help='timm model name (default resnet86_mod)')
-    p.add_argument('--data', required=True,
+    p.add_argument('--data', type=existing_dir, required=True,
                    help='Cityscapes root (leftImg8bit/, gtFine/)' if seg else 'folder holding VOCdevkit/VOC2007, ...')
-    p.add_argument('--output', default='output/dense',
+    p.add_argument('--output', type=Path, default=Path('output/dense'),
                    help='parent folder; each run gets a new subfolder <task>-<backbone>-<time> (default output/dense)')
     p.add_argument('--pretrained-backbone', action='store_true',
                    help='start from the backbone\'s ImageNet weights (timm / Hugging Face Hub), as the paper does')
-    p.add_argument('--iters', type=int, default=80_000 if seg else None,
+    p.add_argument('--iters', type=positive_int, default=80_000 if seg else None,
                    help='training iterations (default 80000)' if seg else 'training iterations (default: --epochs)')
-    p.add_argument('--batch-size', type=int, default=2, help='images per process (default 2)')
-    p.add_argument('--lr', type=float, default=0.01 if seg else None,
+    p.add_argument('--batch-size', type=positive_int, default=2, help='images per process (default 2)')
+    p.add_argument('--lr', type=positive_float, default=0.01 if seg else None,
                    help='base learning rate (default 0.01)' if seg else
                    f'base learning rate (default 0.01 x total batch / {DET_BASE_BATCH})')
-    p.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (default 0.9)')
-    p.add_argument('--weight-decay', type=float, default=5e-4 if seg else 1e-4,
+    p.add_argument('--momentum', type=nonnegative_float, default=0.9, help='SGD momentum (default 0.9)')
+    p.add_argument('--weight-decay', type=nonnegative_float, default=5e-4 if seg else 1e-4,
                    help=f'SGD weight decay (default {5e-4 if seg else 1e-4})')
-    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W') if seg else ('SHORT', 'LONG'),
+    p.add_argument('--img-size', type=positive_int, nargs=2, metavar=('H', 'W') if seg else ('SHORT', 'LONG'),
                    default=(1024, 2048) if seg else (600, 1000),
                    help='image scale: training resizes it by [0.5, 2], evaluation to it (default 1024 2048)' if seg
                    else 'resize to this short side unless the long side would pass LONG (default 600 1000)')
     if seg:
-        p.add_argument('--crop-size', type=int, nargs=2, metavar=('H', 'W'), default=(512, 1024),
+        p.add_argument('--crop-size', type=positive_int, nargs=2, metavar=('H', 'W'), default=(512, 1024),
                        help='training crop (default 512 1024)')
-        p.add_argument('--min-lr', type=float, default=1e-4, help='lr at the end of the poly decay (default 1e-4)')
-        p.add_argument('--power', type=float, default=0.9, help='poly decay power (default 0.9)')
+        p.add_argument('--min-lr', type=nonnegative_float, default=1e-4,
+                       help='lr at the end of the poly decay (default 1e-4)')
+        p.add_argument('--power', type=positive_float, default=0.9, help='poly decay power (default 0.9)')
         p.add_argument('--eval-split', default='val', choices=('val', 'test', 'train'),
                        help='Cityscapes split evaluated (default val)')
     else:
-        p.add_argument('--epochs', type=int, default=12,
+        p.add_argument('--epochs', type=positive_int, default=12,
                        help='training length in epochs when --iters is not given; lr / 10 after 3/4 (default 12)')
-        p.add_argument('--warmup-iters', type=int, default=500, help='linear lr warm-up iterations (default 500)')
-        p.add_argument('--warmup-ratio', type=float, default=0.001, help='warm-up start, times the lr (default 0.001)')
+        p.add_argument('--warmup-iters', type=nonnegative_int, default=500,
+                       help='linear lr warm-up iterations (default 500)')
+        p.add_argument('--warmup-ratio', type=nonnegative_float, default=0.001,
+                       help='warm-up start, times the lr (default 0.001)')
         p.add_argument('--train-sets', default='2007-trainval,2012-trainval',
                        help='VOC YEAR-SET list trained on (default 2007-trainval,2012-trainval)')
         p.add_argument('--eval-sets', default='2007-test', help='VOC YEAR-SET list evaluated (default 2007-test)')
         p.add_argument('--coco-backend', default='pycocotools', choices=('pycocotools', 'faster_coco_eval'),
                        help='package torchmetrics uses for the COCO-style mAP (default pycocotools)')
-    p.add_argument('--eval-interval', type=int, default=8000 if seg else 0,
+    p.add_argument('--eval-interval', type=nonnegative_int, default=8000 if seg else 0,
                    help='evaluate and checkpoint every N iterations, 0 = at the end only '
                         f'(default {8000 if seg else 0}); the end is always evaluated')
     p.add_argument('--eval-only', action='store_true', help='only evaluate (the --resume checkpoint, if given)')
-    p.add_argument('--resume', metavar='CKPT', help='continue training from (or with --eval-only, evaluate) CKPT')
-    p.add_argument('--workers', type=int, default=4, help='data loading processes per process (default 4)')
+    p.add_argument('--resume', type=existing_file, metavar='CKPT',
+                   help='continue training from (or with --eval-only, evaluate) CKPT, the last.pth of an earlier run')
+    p.add_argument('--workers', type=nonnegative_int, default=4, help='data loading processes per process (default 4)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'),
                    help='cuda if available, else cpu')
-    p.add_argument('--log-interval', type=int, default=50, help='print the loss every N iterations (default 50)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-
-
-def _add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--systems', default=','.join(SYSTEMS), help='comma-separated: fcn, faster_rcnn (default both)')
-    p.add_argument('--backbones', default=','.join(DEFAULT_BACKBONES),
-                   help='comma-separated timm models; the first is the baseline (default: R50 and the paper\'s three '
-                        'MoD backbones)')
-    p.add_argument('--threads', type=_int_list, default=None,
-                   help='intra-op thread counts, comma-separated (default: all cores)')
-    p.add_argument('--fcn-size', type=int, nargs=2, metavar=('H', 'W'), default=(1024, 2048),
-                   help='FCN input (default 1024 2048, Cityscapes)')
-    p.add_argument('--det-size', type=int, nargs=2, metavar=('H', 'W'), default=(600, 1000),
-                   help='Faster R-CNN input, also its resize limits (default 600 1000, Appendix C)')
-    p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
-    p.add_argument('--rounds', type=int, default=5,
-                   help='rounds of timing every backbone in turn; the latency is the median over all (default 5)')
-    p.add_argument('--min-run-time', type=float, default=0.0,
-                   help='seconds each round\'s Timer.blocked_autorange measures a model for (default 0: one run)')
-    p.add_argument('--json', metavar='FILE', help='write one JSON row per (system, backbone, threads) to FILE')
+    p.add_argument('--log-interval', type=positive_int, default=50,
+                   help='print the loss every N iterations (default 50)')
+    p.add_argument('--seed', type=nonnegative_int, default=0, help='random seed (default 0)')
 
 
 def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser]]:
     """The parser and its sub-command parsers (each reports errors with its own usage line)."""
+    from .bench import add_bench_args  # here, not at the top: bench imports this module for the systems it times
     parser = argparse.ArgumentParser(
         prog='python -m timm_mod.dense', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='task', required=True)
@@ -509,54 +448,65 @@ def _parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParse
     }
     _add_run_args(subs['seg'], 'seg')
     _add_run_args(subs['det'], 'det')
-    _add_bench_args(subs['bench'])
+    add_bench_args(subs['bench'])
     return parser, subs
 
 
-def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Everything that can be wrong with the command line, reported before any model or data is loaded."""
-    backbones = args.backbones.split(',') if args.task == 'bench' else [args.backbone]
-    for name in backbones:
+def _check_extras(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The packages evaluation needs, found missing now rather than after the training."""
+    try:
+        import_extra('torchmetrics', 'dense', 'evaluation')
+        if args.task == 'det' and args.coco_backend == 'pycocotools':
+            import_extra('pycocotools', 'dense', 'the COCO-style mAP')
+    except ImportError as e:
+        parser.error(str(e))
+    if args.task == 'det' and args.coco_backend == 'faster_coco_eval':
         try:
-            check_backbone(name)
-        except ValueError as e:
-            parser.error(str(e))
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device is available')
-    if args.task == 'bench':
-        unknown = set(args.systems.split(',')) - set(SYSTEMS)
-        if unknown:
-            parser.error(f'unknown system(s) {sorted(unknown)}, expected {SYSTEMS}')
-        if args.json and os.path.exists(args.json):
-            parser.error(f'{args.json} exists; choose a new file (results are never overwritten)')
-        return
+            importlib.import_module('faster_coco_eval')
+        except ImportError:
+            parser.error('--coco-backend faster_coco_eval needs faster-coco-eval, which the dense extra does not '
+                         'install: pip install faster-coco-eval')
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """Everything that can be wrong with a seg or det command line, reported before any data or model is loaded.
+
+    Returns:
+        The --resume checkpoint, read and checked; None without --resume.
+    """
+    try:
+        check_backbone(args.backbone)
+    except ValueError as e:
+        parser.error(f'--backbone: {e}')
+    check_device(parser, args.device)
     try:
         _check_data(args)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
-    if args.resume and not os.path.isfile(args.resume):
-        parser.error(f'--resume: no such file {args.resume}')
-    needed = ['torchmetrics'] + ([args.coco_backend] if args.task == 'det' else [])
-    missing = [name.replace('_', '-') for name in needed if importlib.util.find_spec(name) is None]
-    if missing:
-        parser.error(f'evaluation needs {", ".join(missing)}: pip install "timm-mod[dense]" (or {" ".join(missing)})')
+    existing = next(path for path in (args.output, *args.output.parents) if path.exists())
+    if not existing.is_dir():
+        parser.error(f'--output {args.output}: {existing} is a file, not a folder')
+    _check_extras(parser, args)
+    if not args.resume:
+        return None
+    try:
+        ckpt = _read_checkpoint(args.resume, args)
+        if not args.eval_only:
+            _check_unfinished(args, ckpt)
+    except ValueError as e:
+        parser.error(f'--resume {args.resume}: {e}')
+    return ckpt
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+    """``python -m timm_mod.dense seg|det|bench``; returns a seg or det run's folder and last metrics."""
     parser, subs = _parser()
     args = parser.parse_args(argv)
-    _check_args(subs[args.task], args)
-    if args.task != 'bench':
-        return run(args)
-    rows, measurements = bench_systems(
-        args.systems.split(','), args.backbones.split(','), args.threads, tuple(args.fcn_size), tuple(args.det_size),
-        args.device, args.rounds, args.min_run_time)
-    benchmark.Compare(measurements).print()
-    print(markdown_table(rows))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
-    return None
+    if args.task == 'bench':
+        from .bench import bench_command
+        return bench_command(subs['bench'], args)
+    ckpt = _check_args(subs[args.task], args)
+    return run(args, ckpt)
 
 
 if __name__ == '__main__':
