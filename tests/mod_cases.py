@@ -32,3 +32,21 @@ def build_case(case: str, train: bool = False) -> Tuple[nn.Module, int]:
     model = build().train(train)
     assert any(isinstance(m, MoDBlock) for m in model.modules())
     return model, size
+
+
+class _Ones(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.conv = nn.Conv2d(k, k, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def tied_block() -> MoDBlock:
+    """A MoD block whose selector's hidden ReLU is zero for every input: every channel logit is exactly 0."""
+    torch.manual_seed(0)
+    block = MoDBlock(16, _Ones, c=4, reduction=4).eval()
+    with torch.no_grad():
+        block.selector.fc1.weight.fill_(-1.)
+    return block

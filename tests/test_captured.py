@@ -13,7 +13,11 @@ import torch.nn as nn
 from timm.models import create_feature_extractor as timm_feature_extractor
 
 from mod_cases import CASES, build_case
+from tiers import slow_cases
 from timm_mod import MoDBlock
+
+# the fast tier's representatives: a ResNet block, the EfficientNet family's, and random routing
+FAST = ('BasicBlock/first', 'InvertedResidual', 'random')
 
 def _model(case: str, train: bool = False):
     model, size = build_case(case, train)
@@ -48,7 +52,7 @@ def _true_outputs(model: nn.Module, x: torch.Tensor, names: List[str]) -> Dict[s
     return outputs
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', slow_cases(list(CASES), FAST))
 @pytest.mark.parametrize('grad', [False, True])
 def test_forward_hooks_keep_what_they_captured(case, grad):
     model, x = _model(case)
@@ -69,7 +73,7 @@ def test_forward_hooks_keep_what_they_captured(case, grad):
         assert torch.equal(kept[name].detach(), copied[name]), f'{name} changed after it was captured'
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', slow_cases(list(CASES), FAST))
 def test_timm_feature_extractor_returns_the_modules_outputs(case):
     model, x = _model(case)
     names = _around_mod_blocks(model)
@@ -81,8 +85,9 @@ def test_timm_feature_extractor_returns_the_modules_outputs(case):
         torch.testing.assert_close(features[name], expected[name], msg=lambda m: f'{name}: {m}')
 
 
-@pytest.mark.parametrize('case', ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'ConvNeXtBlock',
-                                  'RegNetBottleneck', 'ConvNormAct', 'original', 'random'])
+@pytest.mark.parametrize('case', slow_cases(
+    ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'ConvNeXtBlock', 'RegNetBottleneck', 'ConvNormAct',
+     'original', 'random'], FAST))
 def test_torchvision_feature_extractor_traces_and_returns_the_modules_outputs(case):
     feature_extraction = pytest.importorskip('torchvision.models.feature_extraction')
     model, x = _model(case)
@@ -95,7 +100,7 @@ def test_torchvision_feature_extractor_traces_and_returns_the_modules_outputs(ca
         torch.testing.assert_close(features[name], expected[name], msg=lambda m: f'{name}: {m}')
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', slow_cases(list(CASES), FAST))
 def test_forward_intermediates_are_the_stage_outputs(case):
     model, x = _model(case)
     modules = [info['module'] for info in model.feature_info]

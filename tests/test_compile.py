@@ -4,6 +4,10 @@ import timm
 import torch
 
 import timm_mod
+from tiers import slow_cases
+
+# the fast tier's representatives: dynamo traces every op of a model, so the small CIFAR models stand for the rest
+FAST = ('resnet18_mod_cifar', 'vgg16_bn_mod_cifar')
 
 
 def _input(name: str) -> torch.Tensor:
@@ -11,7 +15,7 @@ def _input(name: str) -> torch.Tensor:
     return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize('name', timm_mod.list_models())
+@pytest.mark.parametrize('name', slow_cases(timm_mod.list_models(), FAST))
 def test_compiles_as_one_graph_in_eval_and_matches_eager(name):
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -22,7 +26,7 @@ def test_compiles_as_one_graph_in_eval_and_matches_eager(name):
         torch.testing.assert_close(compiled(x), model(x))
 
 
-@pytest.mark.parametrize('name', timm_mod.list_models())
+@pytest.mark.parametrize('name', slow_cases(timm_mod.list_models(), FAST[:1]))
 def test_compiles_as_one_graph_in_training_and_matches_eager_gradients(name):
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -40,6 +44,7 @@ def test_compiles_as_one_graph_in_training_and_matches_eager_gradients(name):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['resnet50_mod', 'mobilenetv2_mod', 'resnet50_mod_rand'])
 def test_inductor_matches_eager(name):
     """The generated code itself, not just the captured graph: inductor's fused kernels against eager."""

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.fx.experimental._config
-import torch.nn as nn
 
-from mod_cases import CASES, build_case
-from timm_mod import ChannelSelector, MoDBlock
+from tiers import slow_cases
+from mod_cases import CASES, build_case, tied_block
 
-ort = pytest.importorskip('onnxruntime', reason='pip install -e ".[deploy]"')
-ov = pytest.importorskip('openvino', reason='pip install -e ".[deploy]"')
+ort = pytest.importorskip('onnxruntime', reason='the deploy extra is not installed: pip install -e ".[deploy]"')
+ov = pytest.importorskip('openvino', reason='the deploy extra is not installed: pip install -e ".[deploy]"')
 
 BATCHES = (1, 3)
 TOL = dict(rtol=1e-3, atol=1e-4)
@@ -62,8 +61,10 @@ def _export_onnx(model, x, path, dynamo: bool):
                               opset_version=17, dynamic_axes={'x': {0: 'batch'}, 'y': {0: 'batch'}})
 
 
-@pytest.mark.parametrize('case', list(CASES))
-@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+# the fast tier exports each runtime's representatives; the full sweep every case through every path
+@pytest.mark.parametrize('case, dynamo', slow_cases(
+    [(case, dynamo) for case in CASES for dynamo in (False, True)],
+    [('BasicBlock/first', False), ('BasicBlock/first', True), ('random', False)]))
 def test_onnx_export_from_batch_1_runs_every_batch_in_onnxruntime(case, dynamo, tmp_path):
     model, size = _model(case)
     inputs = _inputs(size)
@@ -73,7 +74,7 @@ def test_onnx_export_from_batch_1_runs_every_batch_in_onnxruntime(case, dynamo, 
     _check(lambda x: session.run(None, {'x': x.numpy()})[0], model, inputs)
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', slow_cases(list(CASES), ['Bottleneck/last', 'original']))
 def test_openvino_converts_from_batch_1_and_runs_every_batch(case):
     model, size = _model(case)
     inputs = _inputs(size)
@@ -84,7 +85,7 @@ def test_openvino_converts_from_batch_1_and_runs_every_batch(case):
     _check(lambda x: compiled(x.numpy())[0], model, inputs)
 
 
-@pytest.mark.parametrize('case', ['BasicBlock/first', 'InvertedResidual', 'original'])
+@pytest.mark.parametrize('case', slow_cases(['BasicBlock/first', 'InvertedResidual', 'original'], ['BasicBlock/first']))
 def test_openvino_runs_the_onnx_export(case, tmp_path):
     model, size = _model(case)
     inputs = _inputs(size)
@@ -94,7 +95,8 @@ def test_openvino_runs_the_onnx_export(case, tmp_path):
     _check(lambda x: compiled(x.numpy())[0], model, inputs)
 
 
-@pytest.mark.parametrize('case', ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'original', 'random'])
+@pytest.mark.parametrize('case', slow_cases(
+    ['BasicBlock/first', 'Bottleneck/last', 'InvertedResidual', 'original', 'random'], ['BasicBlock/first']))
 def test_torch_export_from_batch_1_runs_every_batch(case):
     model, size = _model(case)
     inputs = _inputs(size)
@@ -104,7 +106,7 @@ def test_torch_export_from_batch_1_runs_every_batch(case):
     _check(lambda x: exported.module()(x), model, inputs)
 
 
-@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+@pytest.mark.parametrize('dynamo', slow_cases([False, True], [False]), ids=['torchscript', 'dynamo'])
 def test_onnx_fusion_adds_whole_tensors_without_slicing_or_scattering_feature_maps(dynamo, tmp_path):
     """Slice + Concat of a feature map (or a Scatter) makes the runtimes leave their blocked conv layout."""
     onnx = pytest.importorskip('onnx')
@@ -119,35 +121,9 @@ def test_onnx_fusion_adds_whole_tensors_without_slicing_or_scattering_feature_ma
     assert not {n.op_type for n in graph.node} & {'ScatterND', 'ScatterElements'}
 
 
-class _Ones(nn.Module):
-    def __init__(self, k):
-        super().__init__()
-        self.conv = nn.Conv2d(k, k, 1)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-def _tied_block():
-    """A MoD block whose selector's hidden ReLU is zero for every input: every channel logit is exactly 0."""
-    torch.manual_seed(0)
-    block = MoDBlock(16, _Ones, c=4, reduction=4).eval()
-    with torch.no_grad():
-        block.selector.fc1.weight.fill_(-1.)
-    return block
-
-
-def test_selector_breaks_exact_ties_by_lower_channel_index():
-    block = _tied_block()
-    x = torch.rand(3, 16, 4, 4)  # positive, so the all-negative fc1 makes every hidden unit zero
-    scores, idx = block.selector(x)
-    assert torch.equal(idx, torch.arange(4).expand(3, 4))
-    assert torch.equal(scores, torch.full((3, 4), 0.5))
-
-
 @pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
 def test_runtimes_break_ties_like_pytorch(runtime, tmp_path):
-    block = _tied_block()
+    block = tied_block()
     x = torch.rand(3, 16, 4, 4)
     if runtime == 'onnxruntime':
         path = tmp_path / 'block.onnx'
@@ -159,13 +135,3 @@ def test_runtimes_break_ties_like_pytorch(runtime, tmp_path):
             {'INFERENCE_PRECISION_HINT': 'f32'})
         run = lambda t: compiled(t.numpy())[0]  # noqa: E731
     _check(run, block, {1: x[:1], 3: x})
-
-
-def test_selector_ranks_by_logit_and_scores_are_their_sigmoid():
-    torch.manual_seed(0)
-    sel = ChannelSelector(32, 5, reduction=4)
-    x = torch.randn(2, 32, 3, 3)
-    logits = sel.fc2(torch.relu(sel.fc1(x.mean((2, 3)))))
-    scores, idx = sel(x)
-    torch.testing.assert_close(idx, logits.argsort(dim=1, descending=True)[:, :5])
-    torch.testing.assert_close(scores, logits.gather(1, idx).sigmoid())

@@ -17,8 +17,11 @@ from timm.models._features import FeatureGetterNet, FeatureHookNet
 from timm.models._features_fx import FeatureGraphNet
 
 import timm_mod
+from tiers import slow_cases
 
 NAMES = timm_mod.list_models()
+# the fast tier's representatives: a ResNet, the EfficientNet family (its own Features class) and a CIFAR VGG
+FAST = ('resnet18_mod', 'mobilenetv2_mod', 'vgg16_bn_mod_cifar')
 
 # features_only kwargs of each option, and the feature indices they select (None: all, an int n: the last n)
 OPTIONS: Dict[str, Tuple[dict, Union[None, int, Tuple[int, ...]]]] = {
@@ -64,7 +67,7 @@ def _selected(indices, n: int) -> List[int]:
     return list(indices)
 
 
-@pytest.fixture(scope='module', params=NAMES)
+@pytest.fixture(scope='module', params=slow_cases(NAMES, FAST))
 def plain(request, tmp_path_factory):
     """(name, plain model, its weights file, input, its intermediates computed with autograd on)."""
     name = request.param

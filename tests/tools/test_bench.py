@@ -7,6 +7,9 @@ import timm
 import torch
 from PIL import Image
 
+from torch.utils import benchmark
+
+from tiers import slow_cases
 from timm_mod import MoDBlock, mod
 from timm_mod.tools import bench, breakdown, report, selection
 
@@ -17,8 +20,8 @@ FIELDS = ('model', 'baseline', 'device', 'threads', 'batch_size', 'img_size', 'p
 @pytest.fixture(scope='module')
 def bench_rows(tmp_path_factory):
     path = tmp_path_factory.mktemp('bench') / 'rows.json'
-    bench.main(['--models', 'resnet18_mod_cifar,vgg16_bn_mod_cifar', '--threads', '1', '--batch-size', '1,2',
-                '--min-run-time', '0.05', '--rounds', '2', '--bound', '--json', str(path)])
+    bench.main(['--models', 'resnet18_mod_cifar', '--threads', '1', '--batch-size', '1,2', '--min-run-time', '0',
+                '--rounds', '1', '--bound', '--json', str(path)])
     return json.loads(path.read_text())
 
 
@@ -27,8 +30,7 @@ def test_bench_json_has_every_field_for_every_model_and_setting(bench_rows):
         missing = [f for f in FIELDS if f not in row]
         assert not missing, (row['model'], missing)
     models = {r['model'] for r in bench_rows}
-    assert models == {'resnet18_cifar', 'resnet18_mod_cifar', 'resnet18_mod_cifar[bound]', 'vgg16_bn_cifar',
-                      'vgg16_bn_mod_cifar', 'vgg16_bn_mod_cifar[bound]'}
+    assert models == {'resnet18_cifar', 'resnet18_mod_cifar', 'resnet18_mod_cifar[bound]'}
     assert {r['batch_size'] for r in bench_rows} == {1, 2}
 
 
@@ -43,12 +45,26 @@ def test_interleaved_times_every_model_in_each_round():
     assert all(len(m.times) >= 3 for m in timed.values())
 
 
-def test_bench_speedup_is_baseline_latency_over_model_latency(bench_rows):
-    for row in bench_rows:
-        if row['baseline']:
-            base = next(r for r in bench_rows if r['model'] == row['baseline'] and r['batch_size'] == row['batch_size'])
-            assert row['speedup'] == pytest.approx(base['latency_ms'] / row['latency_ms'])
-            assert row['train_speedup'] == pytest.approx(row['train_img_s'] / base['train_img_s'])
+def test_bench_rows_report_the_timed_latencies_and_their_ratio(monkeypatch):
+    """With the timer replaced by one that reports fixed times, every number of a row is known by hand."""
+    times = {('inference (ms)', 'resnet18_cifar'): 3e-3, ('inference (ms)', 'resnet18_mod_cifar'): 2e-3,
+             ('train step (ms)', 'resnet18_cifar'): 8e-3, ('train step (ms)', 'resnet18_mod_cifar'): 5e-3}
+
+    def fixed(fns, threads, label, description, rounds, min_run_time):
+        return {name: benchmark.Measurement(
+            number_per_run=1, raw_times=[times[(label, name)]] * 3, task_spec=benchmark.TaskSpec(
+                stmt='fn()', setup='pass', label=label, sub_label=name, description=description,
+                num_threads=threads)) for name in fns}
+
+    monkeypatch.setattr(bench, 'interleaved', fixed)
+    rows, _ = bench.run_bench(['resnet18_mod_cifar'], threads=[1], batch_sizes=[2], gmacs=False, rounds=1)
+    by = {r['model']: r for r in rows}
+    assert by['resnet18_cifar']['latency_ms'] == pytest.approx(3.0)
+    mod_row = by['resnet18_mod_cifar']
+    assert (mod_row['latency_ms'], mod_row['speedup']) == (pytest.approx(2.0), pytest.approx(1.5))
+    assert (mod_row['throughput_img_s'], mod_row['train_img_s']) == (pytest.approx(1000.0), pytest.approx(400.0))
+    assert mod_row['train_speedup'] == pytest.approx(1.6)
+    assert '| resnet18_mod_cifar | resnet18_cifar |' in bench.markdown_table(rows)
 
 
 def test_bound_has_no_mod_blocks_and_fewer_params(bench_rows):
@@ -74,7 +90,7 @@ def test_report_renders_tables_and_figure3(bench_rows, tmp_path):
     assert '| resnet18_mod_cifar | resnet18_cifar |' in text
     assert text.count('### PyTorch eager, CPU') == 2  # one table per batch size
     paths = report.plot_figure3(bench_rows, str(tmp_path))
-    assert paths and all(p.stat().st_size > 10_000 for p in paths)
+    assert paths and all(Image.open(p).format == 'PNG' and min(Image.open(p).size) > 200 for p in paths)
 
 
 @pytest.fixture()
@@ -98,17 +114,20 @@ def test_selection_writes_counts_and_figure(image_folder, tmp_path):
     assert [r[0] for r in rows[1:]] == ['class0', 'class1', 'class2', 'all']
     for r in rows[1:4]:
         assert int(r[1]) == 3 and sum(map(int, r[2:])) == 3 * 4  # k = 256 // 64 channels per sample
-    assert (out / 'selection.png').stat().st_size > 10_000
+    assert Image.open(out / 'selection.png').format == 'PNG'
     with pytest.raises(SystemExit):  # never overwrites
         selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(out)])
 
 
-def test_selection_refuses_random_routing_and_unknown_blocks(image_folder, tmp_path):
-    with pytest.raises(ValueError, match='random'):
+def test_selection_refuses_random_routing_and_unknown_blocks(image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit):
         selection.main(['--model', 'resnet50_mod_rand', '--data', str(image_folder), '--out', str(tmp_path / 'a')])
-    with pytest.raises(ValueError, match='layer3.1'):
+    assert 'routes at random' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         selection.main(['--model', 'resnet18_mod', '--data', str(image_folder), '--out', str(tmp_path / 'b'),
                         '--block', 'layer9.1'])
+    assert 'layer3.1' in capsys.readouterr().err
+    assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
 
 
 def test_breakdown_times_every_mod_block_inside_the_model():
@@ -117,12 +136,11 @@ def test_breakdown_times_every_mod_block_inside_the_model():
     result = breakdown.block_breakdown(model, torch.randn(1, 3, 32, 32), iters=3, warmup=1)
     rows = result['blocks']
     assert [r['block'] for r in rows] == names
-    # every block call lies inside a forward, so the median forward outlasts the median of any block
+    # every block call lies inside a forward call (paired calls), so the median forward outlasts any block's median
     assert result['model_ms'] > max(r['total_ms'] for r in rows)
     for r in rows:
-        # the selector's and the k-channel block's calls lie inside the MoD block's call
+        # gather + fuse is, call by call, what the MoD block's call takes beyond its selector's and its block's
         assert r['route_ms'] > 0 and r['block_ms'] > 0 and r['gather_fuse_ms'] >= 0
-        assert r['total_ms'] >= r['route_ms'] + r['block_ms'] - 1e-9
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # hooks removed
 
 
@@ -145,9 +163,10 @@ def test_breakdown_cli_writes_cost_and_block_table(tmp_path):
     assert text.count('| layer') == 4  # resnet18_mod_cifar: one MoD block per stage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
 def test_bench_runs_baseline_model_and_bound_in_a_deployment_runtime(runtime, tmp_path):
-    pytest.importorskip(runtime, reason='pip install -e ".[deploy]"')
+    pytest.importorskip(runtime, reason='the deploy extra is not installed: pip install -e ".[deploy]"')
     path = tmp_path / 'rows.json'
     bench.main(['--models', 'resnet18_mod_cifar', '--runtime', runtime, '--threads', '1', '--batch-size', '1,3',
                 '--min-run-time', '0', '--rounds', '2', '--bound', '--no-train', '--no-gmacs', '--json', str(path)])
@@ -167,9 +186,9 @@ def test_bench_refuses_runtime_settings_it_cannot_honour():
             bench.main(['--models', 'resnet18_mod_cifar', *args])
 
 
-@pytest.mark.parametrize('runtime', ['onnxruntime', 'openvino'])
+@pytest.mark.parametrize('runtime', slow_cases(['onnxruntime', 'openvino'], ['openvino']))
 def test_runtime_breakdown_charges_every_node_to_a_mod_block_part_or_the_rest(runtime):
-    pytest.importorskip(runtime, reason='pip install -e ".[deploy]"')
+    pytest.importorskip(runtime, reason='the deploy extra is not installed: pip install -e ".[deploy]"')
     model = timm.create_model('resnet18_mod_cifar').eval()
     result = breakdown.runtime_breakdown(model, torch.randn(1, 3, 32, 32), runtime, threads=1, iters=3)
     rows = result['blocks']

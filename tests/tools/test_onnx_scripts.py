@@ -57,6 +57,7 @@ def images(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
 def test_timm_onnx_export_and_onnx_validate_run_a_mod_model(dynamo, checkpoint, images, tmp_path):
     repo = _timm_repo()

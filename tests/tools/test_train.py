@@ -279,15 +279,6 @@ def test_a_local_hugging_face_folder_is_read_by_path(launch_env, tiny_hf):
     assert (_flag(cmd, '--train-split'), _flag(cmd, '--val-split')) == ('train', 'validation')
 
 
-def test_train_sh_help_explains_every_dataset_source():
-    out = subprocess.run([str(TRAIN_SH), '--help'], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHON=sys.executable)).stdout
-    for word in ('hfds/NAME', 'hfids/NAME', 'wds/NAME', 'tfds/NAME', '_info.json', 'HF_HUB_OFFLINE', '--train-split',
-                 '--val-split', '--input-key', '--target-key', 'pip install datasets', 'pip install webdataset',
-                 'pip install tensorflow tensorflow-datasets', 'hfids/timm/imagenet-1k-wds'):
-        assert word in out
-
-
 def test_extra_arguments_come_last_and_override_the_preset(launch_env):
     cmd = build_command('digits', 'resnet18_mod', ['--epochs', '3', '--output=runs'], dry_run=True)
     assert cmd[-3:] == ['--epochs', '3', '--output=runs'] and _flag(cmd, '--epochs') == '3'
@@ -661,12 +652,17 @@ def test_cpu_ddp_fix_drops_cpu_device_ids_only(tmp_path, monkeypatch):
         torch.distributed.destroy_process_group()
 
 
-def test_train_sh_help_explains_every_preset_and_variable():
+def test_train_sh_help_names_every_preset_source_variable_and_flag_the_launcher_takes():
+    """What --help must explain is read from the launcher itself: its presets, the dataset sources it checks, the
+    environment variables it reads (LAUNCH_ENV) and its own flags."""
     out = subprocess.run([str(TRAIN_SH), '--help'], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHON=sys.executable)).stdout
-    for word in ('imagenet', 'cifar10', 'cifar100', 'digits', 'NPROC', 'NNODES', 'MASTER_ADDR', 'RESUME', 'DRY_RUN',
-                 'TIMM_TRAIN_PY', '--resume', '--dry-run'):
-        assert word in out
+    assert out.startswith(f'usage: {TRAIN_SH}')  # named as it was started
+    flags = [a for action in tm_train._parser()._actions for a in action.option_strings if a.startswith('--')]
+    variables = [v for v in LAUNCH_ENV if not v.startswith(('SLURM', 'WORLD'))]
+    missing = [w for w in [*tm_train.PRESETS, *(f'{s}/NAME' for s in tm_train.SCHEMES), *variables, *flags]
+               if w not in out]
+    assert not missing
 
 
 # --- real runs of timm's train.py ---------------------------------------------------------------------------------

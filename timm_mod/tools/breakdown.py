@@ -104,20 +104,6 @@ def markdown(name: str, setting: str, result: Dict[str, Any]) -> str:
 
 # --- the runtimes' own profilers: every executed node charged to the module it came from
 
-def _onnx_scopes(path: str) -> Dict[str, str]:
-    """Node and tensor name -> the dotted module path of the node (producing it), from the dynamo exporter's
-    name-scope metadata."""
-    import onnx
-    scopes = {}
-    for node in onnx.load(path, load_external_data=False).graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        names = [s.strip(" '") for s in meta.get('pkg.torch.onnx.name_scopes', '[]').strip('[]').split(',')]
-        modules = [s for s in names[:-1] if s]  # the last entry names the op itself
-        for name in (node.name, *node.output):
-            scopes[name] = modules[-1] if modules else ''
-    return scopes
-
-
 def _optimized_scopes(path: str, scopes: Dict[str, str]) -> Dict[str, Tuple[str, bool]]:
     """Node of the optimised graph -> (module scope, whether the optimiser inserted it).
 
@@ -171,7 +157,7 @@ def profile_onnxruntime(model: nn.Module, example: torch.Tensor, threads: int, i
     x = example.numpy()
     with tempfile.TemporaryDirectory() as tmp:
         path = deploy.export_onnx(model, example, os.path.join(tmp, 'model.onnx'), exporter)
-        scopes = _onnx_scopes(path)
+        scopes = deploy.onnx_node_scopes(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
