@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 __all__ = [
-    'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'existing_file',
+    'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'fraction', 'existing_file',
     'existing_dir',
     'unknown_models', 'check_models', 'check_device', 'import_extra', 'OutputError', 'new_file',
     'check_new_file', 'new_run_dir', 'NewFolder', 'has_section', 'replace_section']
@@ -54,6 +54,13 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float('inf'):
         raise argparse.ArgumentTypeError(f'{text}: must be a number above 0')
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f'{text}: must be a number above 0 and at most 1')
     return value
 
 

@@ -41,8 +41,11 @@ from ._cli import (
 from .complexity import count_gmacs, count_params_m
 from .paper import PAPER
 
+# random images the INT8 quantization of the bench calibrates on (its speed does not depend on what they show)
+CALIBRATION_IMAGES = 8
+
 __all__ = [
-    'default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table',
+    'CALIBRATION_IMAGES', 'default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table',
     'cpu_name']
 
 
@@ -139,6 +142,8 @@ def _prepare(
         runtime: str = 'eager',
         exporter: str = 'dynamo',
         threads: int = 1,
+        precision: str = 'fp32',
+        keep: str = 'selector',
 ) -> Tuple[Dict[str, Any], Callable[[], Any], Optional[Callable[[], Any]]]:
     """A row describing the model and setting, an inference call and (with `train`) a training-step call.
 
@@ -156,6 +161,7 @@ def _prepare(
         model=spec, device=device.type, batch_size=batch_size, img_size=size,
         channels_last=channels_last, amp=amp, compile=(compile_mode or 'default') if compile_model else False,
         runtime=runtime, exporter=exporter if runtime == 'onnxruntime' else None,
+        precision=precision, keep=keep if precision == 'int8' else None,
         params_m=round(count_params_m(model), 4),
         _weights_mb=sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2 ** 20)
 
@@ -166,7 +172,11 @@ def _prepare(
 
     eval_model = model.eval()
     if deployed:
-        return row, deploy.runner(runtime, eval_model, x, threads, exporter, bf16=amp), None
+        # INT8 is calibrated on CALIBRATION_IMAGES random images: the same for a baseline, its models and bounds
+        gen = torch.Generator().manual_seed(0)
+        calibration = [torch.randn(CALIBRATION_IMAGES, *x.shape[1:], generator=gen).numpy()]
+        return row, deploy.runner(runtime, eval_model, x, threads, exporter, bf16=amp, precision=precision,
+                                  calibration=calibration, keep=keep), None
     run_model = torch.compile(eval_model, mode=compile_mode) if compile_model else eval_model
 
     def infer():
@@ -259,6 +269,8 @@ def run_bench(
         min_run_time: float = 0.2,
         runtime: str = 'eager',
         exporter: str = 'dynamo',
+        precision: str = 'fp32',
+        keep: str = 'selector',
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Tuple[List[Dict[str, Any]], List[benchmark.Measurement]]:
     """Measure every model (and its paired baseline) in every (threads, batch size) setting.
@@ -291,7 +303,7 @@ def run_bench(
                 names = ([base] if base else []) + specs
                 prepared = {
                     spec: _prepare(spec, dev, bs, img_size, channels_last, amp, compile_model, compile_mode, train,
-                                   runtime, exporter, t)
+                                   runtime, exporter, t, precision, keep)
                     for spec in names}
                 first = next(iter(prepared.values()))[0]
                 setting = f'{dev.type} {runtime} t={t} bs={bs} {first["img_size"]}px' + (
@@ -388,6 +400,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
                         help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s '
                              'default)')
+    parser.add_argument('--precision', default='fp32', choices=deploy.PRECISIONS,
+                        help='with --runtime onnxruntime or openvino: float32, or INT8 quantized by the runtime\'s own '
+                             'post-training quantization, calibrated on %d random images (default fp32)'
+                             % CALIBRATION_IMAGES)
+    parser.add_argument('--keep', default='selector', choices=deploy.KEEP,
+                        help='with --precision int8: what of every MoD block stays float32 (default: its selector)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too); '
                                                                'the same as --runtime compile')
     parser.add_argument('--compile-mode', default=None,
@@ -410,9 +428,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     models = [m for m in args.models.split(',') if m] or default_models()
     check_models(parser, models)
     check_device(parser, args.device)
+    if args.precision == 'int8' and args.runtime not in ('onnxruntime', 'openvino'):
+        parser.error('--precision int8 needs --runtime onnxruntime or openvino')
     if args.runtime in ('onnxruntime', 'openvino'):
         try:
             deploy.require(args.runtime)
+        except ImportError as e:
+            parser.error(str(e))
+        try:
+            deploy.require(args.runtime, args.precision)
         except ImportError as e:
             parser.error(str(e))
         if args.device != 'cpu' or args.compile or args.channels_last:
@@ -435,7 +459,8 @@ def _bench(args: argparse.Namespace, models: List[str], json_file) -> None:
         channels_last=args.channels_last, amp=args.amp, compile_model=args.compile, compile_mode=args.compile_mode,
         mod_cs=args.mod_c,
         bound=args.bound, train=not args.no_train, gmacs=not args.no_gmacs, rounds=args.rounds,
-        min_run_time=args.min_run_time, runtime=args.runtime, exporter=args.exporter)
+        min_run_time=args.min_run_time, runtime=args.runtime, exporter=args.exporter, precision=args.precision,
+        keep=args.keep)
     benchmark.Compare(measurements).print()
     print(markdown_table(rows))
     if json_file is not None:

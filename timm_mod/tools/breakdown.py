@@ -34,7 +34,7 @@ import torch.nn as nn
 from ..layers import MoDBlock
 from . import deploy
 from ._cli import OutputError, check_models, int_list, new_file, positive_int
-from .bench import cpu_name
+from .bench import CALIBRATION_IMAGES, cpu_name
 
 __all__ = [
     'block_breakdown', 'profile_onnxruntime', 'profile_openvino', 'runtime_breakdown', 'markdown', 'runtime_markdown']
@@ -146,17 +146,17 @@ def _optimized_scopes(path: str, scopes: Dict[str, str]) -> Dict[str, Tuple[str,
 
 
 def profile_onnxruntime(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
-                        exporter: str = 'dynamo') -> List[Dict[str, Any]]:
+                        exporter: str = 'dynamo', precision: str = 'fp32', calibration=None,
+                        keep: str = 'selector') -> List[Dict[str, Any]]:
     """Mean time per call (ms) of every node ONNX Runtime executes, with its op type and module scope.
 
     Nodes are those of the optimised graph (fused convolutions, inserted layout reorders); `inserted` marks nodes the
     optimiser added, charged to a neighbouring module (see `_adjacent_scopes`).
     """
-    deploy.require('onnxruntime')
     import onnxruntime as ort
     x = example.numpy()
     with tempfile.TemporaryDirectory() as tmp:
-        path = deploy.export_onnx(model, example, os.path.join(tmp, 'model.onnx'), exporter)
+        path = deploy.deployed('onnxruntime', model, example, tmp, exporter, precision, calibration, keep)
         scopes = deploy.onnx_node_scopes(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -237,13 +237,16 @@ def _openvino_scopes(compiled, wrappers: Sequence[str] = ()) -> Dict[str, Tuple[
 
 
 def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
-                     bf16: bool = False) -> List[Dict[str, Any]]:
+                     bf16: bool = False, precision: str = 'fp32', calibration=None,
+                     keep: str = 'selector') -> List[Dict[str, Any]]:
     """Mean time per call (ms) of every node OpenVINO executes (its performance counters), with op and scope.
 
     Scopes come from the runtime graph (`_openvino_scopes`); `inserted` marks the layout reorders OpenVINO added.
     """
-    deploy.require('openvino')
-    compiled = deploy.openvino_model(model, example, threads, bf16, profile=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = deploy.deployed('openvino', model, example, tmp, precision=precision, calibration=calibration,
+                                    keep=keep)
+    compiled = deploy.openvino_model(converted, example, threads, bf16, profile=True)
     found = _openvino_scopes(compiled, [name for name, m in model.named_modules() if isinstance(m, MoDBlock)])
     request = compiled.create_infer_request()
     x = example.numpy()
@@ -262,12 +265,18 @@ def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iter
     return list(totals.values())
 
 
-def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, iters: int = 20) -> Dict[str, Any]:
+def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, iters: int = 20,
+                      precision: str = 'fp32', keep: str = 'selector') -> Dict[str, Any]:
     """Per-call times (ms) inside ONNX Runtime or OpenVINO: `model_ms` (all executed nodes), per MoD block `route_ms`,
     `block_ms`, `gather_fuse_ms` (including `reorder_ms`, the runtime's layout reorders charged to the block) and
-    `total_ms`, and `ops`: time per op type over the whole model, most expensive first."""
+    `total_ms`, and `ops`: time per op type over the whole model, most expensive first. INT8 models are calibrated on
+    the bench's random images (`timm_mod.tools.bench.CALIBRATION_IMAGES`)."""
     profile = profile_onnxruntime if runtime == 'onnxruntime' else profile_openvino
-    nodes = profile(model.eval(), x, threads, iters)
+    calibration = None
+    if precision == 'int8':
+        gen = torch.Generator().manual_seed(0)
+        calibration = [torch.randn(CALIBRATION_IMAGES, *x.shape[1:], generator=gen).numpy()]
+    nodes = profile(model.eval(), x, threads, iters, precision=precision, calibration=calibration, keep=keep)
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, MoDBlock)]
     if not blocks:
         raise ValueError(f'{type(model).__name__} has no MoD blocks to break down')
@@ -307,13 +316,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--runtime', default='eager', choices=('eager', 'onnxruntime', 'openvino'),
                         help='eager (forward hooks in PyTorch) or the exported model in ONNX Runtime / OpenVINO '
                              '(their profilers); default eager')
+    parser.add_argument('--precision', default='fp32', choices=deploy.PRECISIONS,
+                        help='with --runtime onnxruntime or openvino: float32 or INT8 (default fp32)')
+    parser.add_argument('--keep', default='selector', choices=deploy.KEEP,
+                        help='with --precision int8: what of every MoD block stays float32 (default: its selector)')
     parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (a new file)')
     args = parser.parse_args(argv)
     if args.runtime != 'eager':
         try:
-            deploy.require(args.runtime)
+            deploy.require(args.runtime, args.precision)
         except ImportError as e:
             parser.error(str(e))
+    elif args.precision == 'int8':
+        parser.error('--precision int8 needs --runtime onnxruntime or openvino')
     models = [m for m in args.models.split(',') if m]
     check_models(parser, models)
     plain = [m for m in models
@@ -345,8 +360,9 @@ def _sections(args: argparse.Namespace, models: List[str]) -> List[str]:
                 if args.runtime == 'eager':
                     sections.append(markdown(name, setting, block_breakdown(model, x, args.iters)))
                 else:
-                    result = runtime_breakdown(model, x, args.runtime, t, args.iters)
-                    sections.append(runtime_markdown(name, f'{args.runtime}, {setting}', result))
+                    result = runtime_breakdown(model, x, args.runtime, t, args.iters, args.precision, args.keep)
+                    label = args.runtime + (f' INT8 ({args.keep} kept float32)' if args.precision == 'int8' else '')
+                    sections.append(runtime_markdown(name, f'{label}, {setting}', result))
                 print(sections[-1] + '\n', flush=True)
     return sections
 

@@ -19,15 +19,19 @@ network's features).
 
 Needs the ``deploy`` extra: ``pip install "timm-mod[deploy]"``.
 """
+import argparse
 import contextlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,13 +42,15 @@ from ..layers import MoDBlock
 
 __all__ = [
     'RUNTIMES', 'EXPORTERS', 'PRECISIONS', 'KEEP', 'require', 'export_onnx', 'onnx_node_scopes', 'kept_scopes',
-    'quantize_onnx', 'quantize_openvino', 'onnxruntime_session', 'openvino_model', 'WithSelections', 'runner']
+    'quantize_onnx', 'quantize_openvino', 'onnxruntime_session', 'openvino_model', 'WithSelections', 'deployed',
+    'runner', 'compare_int8', 'save_deployed', 'main']
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime', 'openvino')
 EXPORTERS = ('dynamo', 'torchscript')
 PRECISIONS = ('fp32', 'int8')
-# what of every MoD block stays float32 when a model is quantized: nothing, or its channel selector
-KEEP = ('selector', 'none')
+# what of every MoD block stays float32 when a model is quantized: nothing (plain post-training quantization, the
+# default), or its channel selector (pooling and scoring: channels ranked as in float32 from the quantized features)
+KEEP = ('none', 'selector')
 _PACKAGES = {'onnxruntime': ('onnx', 'onnxruntime', 'onnxscript'), 'openvino': ('openvino',)}
 _INT8_PACKAGES = {'onnxruntime': (), 'openvino': ('nncf',)}
 
@@ -91,11 +97,19 @@ def onnx_node_scopes(path: str) -> Dict[str, str]:
             modules = [s for s in names[:-1] if s]  # the last entry names the op itself
             scope = modules[-1] if modules else ''
         else:
-            parts = node.name.strip('/').split('/')
-            scope = parts[-2] if len(parts) > 1 else ''
+            scope = _torchscript_scope(node.name)
         for name in (node.name, *node.output):
             scopes[name] = scope
     return scopes
+
+
+def _torchscript_scope(name: str) -> str:
+    """'/layer1/layer1.1/selector/Conv' -> 'layer1.1.selector': each part is a module's full path, or its name inside
+    the part before it; the last part names the op."""
+    path = ''
+    for part in name.strip('/').split('/')[:-1]:
+        path = part if not path or part.startswith(path + '.') else f'{path}.{part}'
+    return path
 
 
 def kept_scopes(model: nn.Module, keep: str) -> List[str]:
@@ -115,8 +129,14 @@ def _in_scopes(scope: str, scopes: Sequence[str]) -> bool:
 def quantize_onnx(src: str, dst: str, calibration: Iterable[np.ndarray], keep: Sequence[str] = ()) -> str:
     """ONNX Runtime's static INT8 quantization of the ONNX file `src` into `dst`: QDQ format, per-channel int8
     weights, uint8 activations, calibrated (min-max) on the input batches of `calibration`; the nodes of the module
-    paths `keep` stay float32."""
+    paths `keep` stay float32.
+
+    The graph is first pre-processed as ONNX Runtime recommends (shape inference, BatchNorm and activation fusion):
+    without it most convolutions keep a float kernel between dequantize and quantize, and the INT8 model is no faster
+    than the float32 one.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -126,11 +146,17 @@ def quantize_onnx(src: str, dst: str, calibration: Iterable[np.ndarray], keep: S
             batch = next(self.batches, None)
             return None if batch is None else {'x': np.asarray(batch, dtype=np.float32)}
 
-    scopes = onnx_node_scopes(src)
-    exclude = sorted({n for n, s in scopes.items() if _in_scopes(s, keep)} & _onnx_node_names(src))
+    scopes = onnx_node_scopes(src)  # the exporter's names: the pre-processed graph keeps those of the nodes it keeps
+    prepared = f'{dst}.prepared.onnx'
     logging.getLogger('root').setLevel(logging.ERROR)  # quantize_static suggests pre-processing on every call
-    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    try:
+        quant_pre_process(src, prepared)
+        exclude = sorted({n for n, s in scopes.items() if _in_scopes(s, keep)} & _onnx_node_names(prepared))
+        quantize_static(prepared, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
     return dst
 
 
@@ -219,7 +245,7 @@ def deployed(
         exporter: str = 'dynamo',
         precision: str = 'fp32',
         calibration: Optional[Sequence[np.ndarray]] = None,
-        keep: str = 'selector',
+        keep: str = 'none',
 ):
     """`model` exported to ONNX (a file in `workdir`) or converted to OpenVINO, quantized to INT8 when `precision`
     asks: the ONNX file's path, or the OpenVINO model, that `runner` and the deploy command run."""
@@ -250,7 +276,7 @@ def runner(
         workdir: Optional[str] = None,
         precision: str = 'fp32',
         calibration: Optional[Sequence[np.ndarray]] = None,
-        keep: str = 'selector',
+        keep: str = 'none',
 ) -> Callable[[], List[np.ndarray]]:
     """A no-argument call that runs the eval-mode `model` on `example` in `runtime` ('onnxruntime' or 'openvino'),
     in float32 or quantized to INT8 (see `deployed`)."""
@@ -264,3 +290,180 @@ def runner(
             return lambda: session.run(None, {'x': x})
     request = openvino_model(graph, example, threads, bf16).create_infer_request()
     return lambda: request.infer({0: x})
+
+
+def _run_graph(runtime: str, graph, example: torch.Tensor, threads: int) -> Callable[[np.ndarray], List[np.ndarray]]:
+    """A call running an exported (ONNX file) or converted (OpenVINO model) graph on a batch: its outputs, in order."""
+    if runtime == 'onnxruntime':
+        session = onnxruntime_session(graph, threads)
+        return lambda x: session.run(None, {'x': x})
+    compiled = openvino_model(graph, example, threads)
+    return lambda x: [r for r in compiled(x).values()]
+
+
+def compare_int8(
+        runtime: str,
+        model: nn.Module,
+        batches: Sequence[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+        calibration: Sequence[np.ndarray],
+        keep: str = 'none',
+        exporter: str = 'torchscript',
+        threads: int = 1,
+) -> Dict[str, Any]:
+    """The INT8 model against the float32 one, both run by `runtime`, on held-out `batches` of (images, labels or None).
+
+    Returns the number of images, the top-1 of each where there are labels, how often their top-1 predictions agree,
+    and the fraction of channel selections (per MoD block and image: the k channels in the order they are fused) that
+    the INT8 model makes as the float32 one does, in all and per block.
+    """
+    wrapped = WithSelections(model.eval()).eval()
+    example = batches[0][0][:1]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = _run_graph(runtime, deployed(runtime, wrapped, example, os.path.join(tmp), exporter), example, threads)
+        os.makedirs(os.path.join(tmp, 'int8'))
+        int8 = _run_graph(runtime, deployed(runtime, wrapped, example, os.path.join(tmp, 'int8'), exporter, 'int8',
+                                            calibration, keep), example, threads)
+        outputs = [(fp32(x.numpy()), int8(x.numpy()), y) for x, y in batches]
+    blocks = [name for name, m in model.named_modules() if isinstance(m, MoDBlock) and m.selector is not None]
+    pred = {k: np.concatenate([o[i][0].argmax(1) for o in outputs]) for i, k in enumerate(('fp32', 'int8'))}
+    same = [np.concatenate([(f[1 + b] == q[1 + b]).all(1) for f, q, _ in outputs]) for b in range(len(blocks))]
+    result: Dict[str, Any] = dict(
+        images=int(len(pred['fp32'])), same_top1=float((pred['fp32'] == pred['int8']).mean() * 100),
+        same_selections=float(np.mean(np.concatenate(same)) * 100) if same else None,
+        per_block={b: float(s.mean() * 100) for b, s in zip(blocks, same)})
+    if all(y is not None for _, _, y in outputs):
+        labels = np.concatenate([y.numpy() for _, _, y in outputs])
+        result.update(top1_fp32=float((pred['fp32'] == labels).mean() * 100),
+                      top1_int8=float((pred['int8'] == labels).mean() * 100))
+    return result
+
+
+def save_deployed(runtime: str, graph, out: Path) -> List[Path]:
+    """Write an exported or converted graph into the folder `out`: model.onnx, or OpenVINO's model.xml / model.bin."""
+    if runtime == 'onnxruntime':
+        import shutil
+        shutil.copy(graph, out / 'model.onnx')
+        return [out / 'model.onnx']
+    import openvino as ov
+    ov.save_model(graph, str(out / 'model.xml'), compress_to_fp16=False)
+    return [out / 'model.xml', out / 'model.bin']
+
+
+def _data_batches(args: argparse.Namespace, model: nn.Module, split: str, images: int, batch_size: int):
+    """Up to `images` images of a split, transformed as the model evaluates, in batches of (images, labels)."""
+    from timm.data import create_dataset, create_loader, resolve_data_config
+    given = dict(input_size=(3, args.img_size, args.img_size) if args.img_size else None, crop_pct=args.crop_pct)
+    config = resolve_data_config({k: v for k, v in given.items() if v is not None}, model=model)
+    dataset = create_dataset(args.dataset or '', root=str(args.data), split=split, is_training=False,
+                             batch_size=batch_size)
+    loader = create_loader(dataset, input_size=config['input_size'], batch_size=batch_size, is_training=False,
+                           interpolation=config['interpolation'], mean=config['mean'], std=config['std'],
+                           crop_pct=config['crop_pct'], num_workers=0, device=torch.device('cpu'))
+    batches, seen = [], 0
+    for x, y in loader:
+        batches.append((x[:images - seen], y[:images - seen]))
+        seen += len(batches[-1][0])
+        if seen >= images:
+            break
+    return batches
+
+
+def _load_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> nn.Module:
+    """The model to deploy: the checkpoint's (as --model, or as its own architecture), or a Hub / local folder's."""
+    import timm
+    from ..checkpoint import CheckpointError, model_from_checkpoint
+    from ._cli import check_models
+    if args.model:
+        check_models(parser, [args.model])
+    try:
+        if args.checkpoint:
+            return model_from_checkpoint(args.checkpoint, arch=args.model)
+        return timm.create_model(args.model, pretrained=args.model.startswith(('hf-hub:', 'local-dir:'))).eval()
+    except (CheckpointError, RuntimeError) as e:
+        parser.error(str(e))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from ._cli import NewFolder, OutputError, existing_dir, existing_file, fraction, positive_int
+    parser = argparse.ArgumentParser(prog='python -m timm_mod.tools.deploy', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest='command', required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--model', help="model name, or 'hf-hub:ORG/NAME' / 'local-dir:FOLDER' (weights included); "
+                                        'default: the --checkpoint\'s own architecture')
+    common.add_argument('--checkpoint', type=existing_file,
+                        help='train.py checkpoint, state dict or safetensors file (loaded with weights_only=True)')
+    common.add_argument('--runtime', required=True, choices=('onnxruntime', 'openvino'), help='where it will run')
+    common.add_argument('--out', required=True, metavar='DIR',
+                        help='new folder for model.onnx (ONNX Runtime) or model.xml / model.bin (OpenVINO) and '
+                             'report.json')
+    common.add_argument('--img-size', type=positive_int, help='input size (default: the model\'s)')
+    common.add_argument('--crop-pct', type=fraction, help='center crop fraction of the eval transform (default: the '
+                                                          'model\'s; the digits preset trains with 1.0)')
+    common.add_argument('--exporter', default='torchscript', choices=EXPORTERS,
+                        help='torch.onnx.export\'s exporter for ONNX Runtime (default torchscript)')
+    commands.add_parser('export', parents=[common], help='export in float32, checked against PyTorch',
+                        description='Export in float32 with a dynamic batch axis; checked against PyTorch at batch 1 '
+                                    'and 3.')
+    quantize = commands.add_parser(
+        'quantize', parents=[common], help='quantize to INT8, checked against float32 on held-out images',
+        description='Quantize to INT8 (ONNX Runtime: static QDQ; OpenVINO: NNCF), calibrated on images of --data, '
+                    'and compare it with the float32 model on held-out images of the same data: top-1 agreement and '
+                    'accuracy, and how many channel selections of the MoD blocks it keeps.')
+    quantize.add_argument('--data', required=True, type=existing_dir,
+                          help='data root: an ImageFolder, or the folder a --dataset source reads')
+    quantize.add_argument('--dataset', help='timm dataset source, as ./train.sh takes it (hfds/NAME, wds/NAME, ...)')
+    quantize.add_argument('--calibration-split', default='train', help='split to calibrate on (default train)')
+    quantize.add_argument('--calibration-images', type=positive_int, default=256,
+                          help='images to calibrate on (default 256)')
+    quantize.add_argument('--eval-split', default='val', help='held-out split to compare on (default val)')
+    quantize.add_argument('--eval-images', type=positive_int, default=1000,
+                          help='held-out images to compare on (default 1000)')
+    quantize.add_argument('--keep', default='none', choices=KEEP,
+                          help='what of every MoD block stays float32 (default none: plain post-training '
+                               'quantization; selector: its pooling and scoring)')
+    args = parser.parse_args(argv)
+    if not args.model and not args.checkpoint:
+        parser.error('name a --model, a --checkpoint, or both')
+    precision = 'int8' if args.command == 'quantize' else 'fp32'
+    try:
+        require(args.runtime, precision)
+    except ImportError as e:
+        parser.error(str(e))
+    target = NewFolder(args.out, what='--out')
+    model = _load_model(args, parser)
+    size = args.img_size or model.pretrained_cfg['input_size'][-1]
+    try:
+        with target:
+            if precision == 'int8':
+                calibration = [x.numpy() for x, _ in _data_batches(args, model, args.calibration_split,
+                                                                   args.calibration_images, 32)]
+                held_out = _data_batches(args, model, args.eval_split, args.eval_images, 32)
+                report = compare_int8(args.runtime, model, held_out, calibration, args.keep, args.exporter)
+            else:
+                calibration, held_out = None, [(torch.randn(3, 3, size, size), None)]
+                report = {}
+            example = held_out[0][0][:1]
+            with target.staging() as folder, tempfile.TemporaryDirectory() as tmp:
+                graph = deployed(args.runtime, model, example, tmp, args.exporter, precision, calibration, args.keep)
+                written = save_deployed(args.runtime, graph, folder)
+                run = _run_graph(args.runtime, graph, example, 1)
+                with torch.no_grad():
+                    for n in (1, 3):
+                        x = held_out[0][0][:n] if len(held_out[0][0]) >= n else torch.randn(n, *example.shape[1:])
+                        got, expected = run(x.numpy())[0], model(x).numpy()
+                        report.setdefault('batches_checked', []).append(n)
+                        if precision == 'fp32' and not np.allclose(got, expected, rtol=1e-3, atol=1e-4):
+                            raise OutputError(f'the export does not reproduce PyTorch at batch {n} (max difference '
+                                              f'{np.abs(got - expected).max():.2e})')
+                report.update(runtime=args.runtime, precision=precision, keep=args.keep if precision == 'int8'
+                              else None, model=args.model or str(args.checkpoint), files=[p.name for p in written])
+                (folder / 'report.json').write_text(json.dumps(report, indent=1))
+    except OutputError as e:
+        parser.error(str(e))
+    print(json.dumps(report, indent=1))
+    print(f'wrote {target.out}: ' + ', '.join(sorted(p.name for p in target.out.iterdir())), file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()

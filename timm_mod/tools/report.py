@@ -19,7 +19,8 @@ from .paper import PAPER
 __all__ = ['load_rows', 'render_markdown', 'render_payoff', 'plot_figure3']
 
 SETTING_KEYS = (
-    'source', 'device', 'gpu', 'runtime', 'exporter', 'threads', 'batch_size', 'channels_last', 'amp', 'compile')
+    'source', 'device', 'gpu', 'runtime', 'exporter', 'precision', 'keep', 'threads', 'batch_size', 'channels_last',
+    'amp', 'compile')
 RUNTIME_NAMES = {
     'eager': 'PyTorch eager', 'compile': 'torch.compile', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
@@ -46,6 +47,8 @@ def _setting_title(row: Dict[str, Any]) -> str:
     name = RUNTIME_NAMES.get(runtime, runtime) + (f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
     if row.get('exporter'):
         name += f' ({row["exporter"]} ONNX export)'
+    if row.get('precision') == 'int8':
+        name += ' INT8' + (f' (MoD {row["keep"]} in float32)' if row.get('keep') not in (None, 'none') else '')
     precision = 'bfloat16' if runtime == 'openvino' and row.get('amp') else 'AMP'
     extras = [label for label, on in (('channels_last', row.get('channels_last')), (precision, row.get('amp'))) if on]
     if row.get('rounds'):
