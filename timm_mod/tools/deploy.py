@@ -426,6 +426,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.model and not args.checkpoint:
         parser.error('name a --model, a --checkpoint, or both')
     precision = 'int8' if args.command == 'quantize' else 'fp32'
+    keep = getattr(args, 'keep', 'none')
     try:
         require(args.runtime, precision)
     except ImportError as e:
@@ -445,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 report = {}
             example = held_out[0][0][:1]
             with target.staging() as folder, tempfile.TemporaryDirectory() as tmp:
-                graph = deployed(args.runtime, model, example, tmp, args.exporter, precision, calibration, args.keep)
+                graph = deployed(args.runtime, model, example, tmp, args.exporter, precision, calibration, keep)
                 written = save_deployed(args.runtime, graph, folder)
                 run = _run_graph(args.runtime, graph, example, 1)
                 with torch.no_grad():
@@ -456,7 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         if precision == 'fp32' and not np.allclose(got, expected, rtol=1e-3, atol=1e-4):
                             raise OutputError(f'the export does not reproduce PyTorch at batch {n} (max difference '
                                               f'{np.abs(got - expected).max():.2e})')
-                report.update(runtime=args.runtime, precision=precision, keep=args.keep if precision == 'int8'
+                report.update(runtime=args.runtime, precision=precision, keep=keep if precision == 'int8'
                               else None, model=args.model or str(args.checkpoint), files=[p.name for p in written])
                 (folder / 'report.json').write_text(json.dumps(report, indent=1))
     except OutputError as e:
