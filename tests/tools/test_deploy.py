@@ -75,9 +75,11 @@ def test_comparing_int8_with_float32_counts_top1_and_selections(runtime):
     assert result['top1_fp32'] == pytest.approx(expected)
 
 
-def test_keeping_the_selector_leaves_its_nodes_unquantized(tmp_path):
+@pytest.mark.parametrize('wrapped', [False, True], ids=['model', 'with-selections'])
+def test_keeping_the_selector_leaves_its_nodes_unquantized(wrapped, tmp_path):
     onnx = pytest.importorskip('onnx')
     model, size = build_case('BasicBlock/first')
+    model = deploy.WithSelections(model) if wrapped else model
     calibration = [_images(8, size, 1).numpy()]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')

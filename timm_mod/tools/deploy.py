@@ -104,12 +104,15 @@ def onnx_node_scopes(path: str) -> Dict[str, str]:
 
 
 def _torchscript_scope(name: str) -> str:
-    """'/layer1/layer1.1/selector/Conv' -> 'layer1.1.selector': each part is a module's full path, or its name inside
-    the part before it; the last part names the op."""
-    path = ''
+    """'/model/layer1/layer1.1/selector/Conv' -> 'model.layer1.1.selector': each part is a module's attribute name,
+    a sequential's child named after its parent ('layer1.1' inside 'layer1'); the last part names the op."""
+    parts: List[str] = []
     for part in name.strip('/').split('/')[:-1]:
-        path = part if not path or part.startswith(path + '.') else f'{path}.{part}'
-    return path
+        if parts and part.startswith(parts[-1] + '.'):
+            parts[-1] = part
+        else:
+            parts.append(part)
+    return '.'.join(parts)
 
 
 def kept_scopes(model: nn.Module, keep: str) -> List[str]:

@@ -1,0 +1,144 @@
+"""INT8 and the channel selection, measured on trained digits models.
+
+Trains resnet18_mod and mobilenetv2_mod with the quick start's recipe (./train.sh digits MODEL, or takes
+--checkpoints), quantizes each to INT8 in ONNX Runtime (static QDQ) and OpenVINO (NNCF) as
+`python -m timm_mod.tools.deploy quantize` does, calibrated on 256 training images, with every MoD block quantized
+(plain post-training quantization) and with every block's selector kept in float32, and compares each INT8 model with
+the float32 one in the same runtime on the 364 validation images: top-1 of both, top-1 agreement, and how many channel
+selections (per MoD block and image: the k channels, in the order they are fused) INT8 keeps.
+
+    python benchmarks/int8_digits.py                           # trains both models first: about 5 minutes
+    python benchmarks/int8_digits.py --checkpoints output/train/digits-resnet18_mod-*/model_best.pth.tar
+
+Writes a JSON file and the table between the int8-digits markers of docs/deployment.md.
+"""
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from timm_mod.tools._cli import replace_section
+
+from _digits import REPO, train, validation_batches
+
+MODELS = ('resnet18_mod', 'mobilenetv2_mod')
+RUNTIMES = ('onnxruntime', 'openvino')
+CALIBRATION_IMAGES = 256
+
+
+def _train_batches(model: torch.nn.Module, images: int) -> List:
+    """The first `images` training images, as evaluated (the calibration set)."""
+    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm_mod.tools.train import digits_root
+    config = resolve_data_config({'input_size': (3, 32, 32), 'crop_pct': 1.0}, model=model)
+    dataset = create_dataset('', root=str(digits_root()), split='train')
+    loader = create_loader(dataset, input_size=config['input_size'], batch_size=32, is_training=False,
+                           interpolation=config['interpolation'], mean=config['mean'], std=config['std'],
+                           crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
+    batches = []
+    for x, _ in loader:
+        batches.append(x.numpy())
+        if sum(len(b) for b in batches) >= images:
+            break
+    return batches
+
+
+def _top1(runtime: str, graph, batches) -> float:
+    from timm_mod.tools import deploy
+    run = deploy._run_graph(runtime, graph, batches[0][0][:1], 1)
+    right = sum(int((run(x.numpy())[0].argmax(1) == y.numpy()).sum()) for x, y in batches)
+    return right / sum(len(y) for _, y in batches) * 100
+
+
+def measure(name: str, checkpoint: Path) -> List[Dict]:
+    """Each runtime and choice of what stays float32; and the same network without its MoD blocks (its bound),
+    quantized alike, which tells the backbone's own loss from the routing's."""
+    import copy
+    import tempfile
+    from timm_mod.checkpoint import model_from_checkpoint
+    from timm_mod.tools import deploy
+    from timm_mod.tools.bench import mod_bound
+    model = model_from_checkpoint(checkpoint).eval()
+    bound = mod_bound(copy.deepcopy(model)).eval()
+    held_out = validation_batches(model)
+    calibration = _train_batches(model, CALIBRATION_IMAGES)
+    rows = []
+    for runtime in RUNTIMES:
+        for keep in deploy.KEEP:
+            result = deploy.compare_int8(runtime, model, held_out, calibration, keep)
+            rows.append(dict(model=name, runtime=runtime, keep=keep, **result))
+            print(f'{name} {runtime} keep {keep}: top-1 {result["top1_fp32"]:.2f} -> {result["top1_int8"]:.2f}, '
+                  f'selections {result["same_selections"]:.1f} %', flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            example = held_out[0][0][:1]
+            top1 = [_top1(runtime, deploy.deployed(runtime, bound, example, tmp, 'torchscript', precision, calibration),
+                          held_out) for precision in deploy.PRECISIONS]
+        rows.append(dict(model=f'{name} without MoD blocks', runtime=runtime, keep='none', top1_fp32=top1[0],
+                         top1_int8=top1[1]))
+    return rows
+
+
+def table(results: Dict) -> str:
+    lines = ['| model | runtime | float32 kept | top-1 float32 (%) | top-1 INT8 (%) | same top-1 (%) | '
+             'same selections (%) | per MoD block (%) |', '|---|---|---|---|---|---|---|---|']
+    names = {'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
+    for r in results['rows']:
+        if 'per_block' not in r:  # the network without its MoD blocks: top-1 only
+            lines.append(f"| {r['model']} | {names[r['runtime']]} | - | {r['top1_fp32']:.2f} | {r['top1_int8']:.2f} "
+                         f"| | | |")
+            continue
+        per_block = ', '.join(f'{v:.0f}' for v in r['per_block'].values())
+        lines.append(f"| {r['model']} | {names[r['runtime']]} | {'selector' if r['keep'] == 'selector' else '-'} | "
+                     f"{r['top1_fp32']:.2f} | {r['top1_int8']:.2f} | {r['same_top1']:.2f} | "
+                     f"{r['same_selections']:.1f} | {per_block} |")
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--checkpoints', nargs='+', type=Path, metavar='CKPT',
+                        help='train.py checkpoints of digits models (default: train resnet18_mod and mobilenetv2_mod '
+                             'with ./train.sh digits)')
+    parser.add_argument('--work', type=Path, default=REPO / 'output' / 'int8-digits',
+                        help='folder for the training runs (default: %(default)s)')
+    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'int8-digits.json',
+                        help='results file (default: %(default)s)')
+    parser.add_argument('--update', default=str(REPO / 'docs' / 'deployment.md'), metavar='MARKDOWN',
+                        help="page whose int8-digits section gets the table ('' for none; default: %(default)s)")
+    parser.add_argument('--table-only', action='store_true', help='rewrite the table from --json; measure nothing')
+    args = parser.parse_args(argv)
+    missing = [c for c in args.checkpoints or [] if not c.is_file()]
+    if missing:
+        parser.error(f'no checkpoint at {", ".join(map(str, missing))}')
+    if not args.table_only:
+        import timm
+        from timm_mod.checkpoint import read_checkpoint
+        torch.set_num_threads(1)
+        if args.checkpoints:
+            runs = [(read_checkpoint(c)[1]['arch'], c) for c in args.checkpoints]
+        else:
+            root = args.work / time.strftime('%Y%m%d-%H%M%S')
+            root.mkdir(parents=True)
+            runs = [(m, train([m], root / m, root / f'{m}.log') / 'model_best.pth.tar') for m in MODELS]
+        rows = [row for name, checkpoint in runs for row in measure(name, checkpoint)]
+        results = dict(settings=dict(
+            data='scikit-learn digits: calibration on 256 training images, comparison on the 364 validation images, '
+                 '32 px', weights='./train.sh digits MODEL', quantization='python -m timm_mod.tools.deploy quantize',
+            machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores', torch=torch.__version__,
+            timm=timm.__version__, command='python benchmarks/int8_digits.py'), rows=rows)
+        partial = args.json.with_name(f'.{args.json.name}.partial')
+        partial.write_text(json.dumps(results, indent=1))
+        os.replace(partial, args.json)
+    text = table(json.loads(args.json.read_text()))
+    print(text)
+    if args.update:
+        replace_section(args.update, 'int8-digits', text)
+
+
+if __name__ == '__main__':
+    main()
