@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='train.py --seed of every run')
     parser.add_argument('--work', type=Path, default=REPO / 'output' / 'distill-digits',
                         help='folder for the runs (a new subfolder each time; default: %(default)s)')
-    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'distill-digits.json',
+    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'digits' / 'distill.json',
                         help='results file to write (default: %(default)s)')
     parser.add_argument('--update', default=str(REPO / 'docs' / 'training.md'), metavar='MARKDOWN',
                         help="page whose distill-digits section gets the table ('' for none; default: %(default)s)")

@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                              'with ./train.sh digits)')
     parser.add_argument('--work', type=Path, default=REPO / 'output' / 'int8-digits',
                         help='folder for the training runs (default: %(default)s)')
-    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'int8-digits.json',
+    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'digits' / 'int8.json',
                         help='results file (default: %(default)s)')
     parser.add_argument('--update', default=str(REPO / 'docs' / 'deployment.md'), metavar='MARKDOWN',
                         help="page whose int8-digits section gets the table ('' for none; default: %(default)s)")

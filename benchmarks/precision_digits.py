@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                              'with ./train.sh digits)')
     parser.add_argument('--work', type=Path, default=REPO / 'output' / 'precision-digits',
                         help='folder for the training runs (default: %(default)s)')
-    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'precision-digits.json',
+    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'digits' / 'precision.json',
                         help='results file (default: %(default)s)')
     parser.add_argument('--update', default=str(REPO / 'docs' / 'deployment.md'), metavar='MARKDOWN',
                         help="page whose precision-digits section gets the table ('' for none; default: %(default)s)")

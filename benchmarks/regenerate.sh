@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md and the README's "Where MoD pays off" table: times the paper's models against their
+# Regenerates docs/benchmarks.md and its "Where MoD pays off" table: times the paper's models against their
 # baselines and bounds on this machine's CPU in every runtime, then writes the report from every JSON in
 # benchmarks/results/ (GPU runs come from benchmarks/gpu*.sh on a GPU machine).
 #   eager        PyTorch eager. 1 thread, batch 1 (the paper's setting): every model of BASELINES (paper + beyond);
@@ -103,4 +103,4 @@ for part in $parts; do
 done
 "$py" -m timm_mod.tools.report "$results"/*.json --header benchmarks/header.md --footer benchmarks/gpu.md \
   --footer "$results/breakdown-cpu.md" --footer benchmarks/dense.md \
-  --out BENCHMARKS.md --plot benchmarks/figures --payoff README.md
+  --out docs/benchmarks.md --plot benchmarks/figures --payoff docs/benchmarks.md

@@ -10,6 +10,7 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from timm.models._efficientnet_builder import (
     decode_arch_def, efficientnet_init_weights, resolve_act_layer, resolve_bn_args, round_channels)
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
 from timm.models.convnext import _init_weights as convnext_init_weights, checkpoint_filter_fn as convnext_filter_fn
 from timm.models.regnet import (
     Bottleneck as RegNetBottleneck, _filter_fn as regnet_filter_fn, _init_weights as regnet_init_weights,
@@ -18,7 +19,7 @@ from timm.models.regnet import (
 __all__ = [
     'TIMM_RANGE', 'pretrained_cfg_for_features', 'DepthwiseSeparableConv', 'InvertedResidual', 'SqueezeExcite',
     'decode_arch_def', 'efficientnet_init_weights', 'resolve_act_layer', 'resolve_bn_args', 'round_channels',
-    'feature_take_indices', 'convnext_init_weights', 'convnext_filter_fn', 'RegNetBottleneck', 'regnet_filter_fn',
+    'feature_take_indices', 'checkpoint_seq', 'convnext_init_weights', 'convnext_filter_fn', 'RegNetBottleneck', 'regnet_filter_fn',
     'regnet_init_weights', 'regnet_cfgs']
 
 # The timm releases these names are known to work with: at least the first, below the second

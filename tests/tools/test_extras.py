@@ -83,10 +83,10 @@ def test_report_plot_without_matplotlib_stops_before_writing(monkeypatch, tmp_pa
     rows = tmp_path / 'bench.json'
     rows.write_text('[]')
     with pytest.raises(SystemExit) as info:
-        report.main([str(rows), '--out', str(tmp_path / 'BENCHMARKS.md'), '--plot', str(tmp_path / 'figures')])
+        report.main([str(rows), '--out', str(tmp_path / 'benchmarks.md'), '--plot', str(tmp_path / 'figures')])
     assert info.value.code == 2
     assert '--plot needs matplotlib: pip install "timm-mod[plot]"' in capsys.readouterr().err
-    assert not (tmp_path / 'BENCHMARKS.md').exists()
+    assert not (tmp_path / 'benchmarks.md').exists()
     with pytest.raises(ImportError, match=r'drawing Figure 3 needs matplotlib: pip install "timm-mod\[plot\]"'):
         report.plot_figure3([], str(tmp_path / 'figures'))
 

@@ -9,7 +9,7 @@ stage 3 whose loss weighs 0.4, dropout 0.1 in both heads. Logits come back upsam
 
 torchvision's FCNHead is one 3x3 conv (C -> C/4) and a 1x1 classifier; MMSegmentation's is two 3x3 convs, a 3x3 conv
 over their output concatenated with the input, and the classifier. The heads differ, the backbones do not, so the
-parameter differences between backbones are the paper's while the totals are not (see the README).
+parameter differences between backbones are the paper's while the totals are not (see docs/dense.md).
 """
 from typing import Dict
 

@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead, ConvNormAct, get_device_dtype
 from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .. import convert
+from .._timm import checkpoint_seq, feature_take_indices
 from ._common import build_mod_model, mod_cfg
 from .mod_resnet import ResNetMoD
 

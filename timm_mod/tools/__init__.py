@@ -9,7 +9,7 @@ Launchers, weights and deployment:
 
 Measurement and analysis:
     bench       speed against the paper's baselines and the bound, in eager, torch.compile, ONNX Runtime, OpenVINO
-    report      BENCHMARKS.md and Figure 3 from the bench's JSON rows
+    report      the benchmarks page (docs/benchmarks.md) and Figure 3 from the bench's JSON rows
     breakdown   where a MoD model's time goes, block by block
     table       the README's parameter and MAC table
     selection   Figure 4: how often each channel is selected

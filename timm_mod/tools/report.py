@@ -1,6 +1,6 @@
-"""Turn benchmark JSON files (from ``python -m timm_mod.tools.bench --json``) into BENCHMARKS.md and Figure 3.
+"""Turn benchmark JSON files (from ``python -m timm_mod.tools.bench --json``) into the benchmarks page and Figure 3.
 
-    python -m timm_mod.tools.report benchmarks/results/*.json --out BENCHMARKS.md --plot benchmarks/figures
+    python -m timm_mod.tools.report benchmarks/results/*.json --out docs/benchmarks.md --plot benchmarks/figures
 
 Every number written comes from the JSON rows; the paper's numbers (timm_mod.tools.paper) are shown beside them and
 labelled as the paper's.
@@ -16,7 +16,7 @@ from ._cli import import_extra
 from ._cli import has_section, replace_section
 from .paper import PAPER
 
-__all__ = ['load_rows', 'render_markdown', 'render_payoff', 'plot_figure3']
+__all__ = ['load_rows', 'render_markdown', 'render_payoff', 'render_int8', 'plot_figure3']
 
 SETTING_KEYS = (
     'source', 'device', 'gpu', 'runtime', 'exporter', 'precision', 'keep', 'threads', 'batch_size', 'channels_last',
@@ -53,8 +53,6 @@ def _setting_title(row: Dict[str, Any]) -> str:
     extras = [label for label, on in (('channels_last', row.get('channels_last')), (precision, row.get('amp'))) if on]
     if row.get('rounds'):
         extras.append(f'{row["rounds"]} interleaved rounds')
-    if row.get('malloc'):
-        extras.append(f'malloc: `{row["malloc"]}`')
     return f'{name}, {where}, batch {row["batch_size"]}' + (', ' + ', '.join(extras) if extras else '') + (
         f' (torch {row["torch"]}, timm {row["timm"]}; `{row.get("source", "-")}`)')
 
@@ -64,8 +62,12 @@ def _fmt(value: Optional[float], spec: str = '.2f') -> str:
 
 
 def render_markdown(rows: List[Dict[str, Any]]) -> str:
-    """One table per setting: ours (speed-up vs the paired baseline, bound) beside the paper's speed-up."""
+    """One table per setting: ours (speed-up vs the paired baseline, bound) beside the paper's speed-up. The malloc
+    setting of the CPU runs is stated once, before the tables."""
     out = []
+    mallocs = sorted({r['malloc'] for r in rows if r.get('malloc')})
+    if mallocs:
+        out.append('Every CPU run below sets malloc: ' + ', '.join(f'`{m}`' for m in mallocs) + '.\n')
     for group in _groups(rows).values():
         by_name = {r['model']: r for r in group}
         out.append(f'### {_setting_title(group[0])}\n')
@@ -93,6 +95,32 @@ def render_markdown(rows: List[Dict[str, Any]]) -> str:
 
 
 PAYOFF_MODELS = ('resnet50_mod', 'resnet75_mod', 'resnet86_mod', 'mobilenetv2_mod', 'mobilenetv2_mod_l')
+
+
+def render_int8(rows: List[Dict[str, Any]]) -> str:
+    """The paper models in ONNX Runtime and OpenVINO, float32 beside INT8: each one's speed-up over its baseline in the
+    same precision (the fraction of its bound in brackets), and what INT8 gains over float32 for the model itself."""
+    found: Dict[tuple, Dict[str, Any]] = {}
+    for r in rows:
+        if r.get('runtime') in ('onnxruntime', 'openvino') and r.get('precision') in ('fp32', 'int8'):
+            found[(r['runtime'], r['threads'], r['batch_size'], r['precision'], r['model'])] = r
+    lines = ['| runtime | threads | batch | model | float32 speed-up (of bound) | INT8 speed-up (of bound) | INT8 over '
+             'float32 |', '|---|---|---|---|---|---|---|']
+    settings = sorted({k[:3] for k in found}, key=lambda k: (k[0], k[1], k[2]))
+    for runtime, threads, batch in settings:
+        for model in PAYOFF_MODELS:
+            cells = []
+            for precision in ('fp32', 'int8'):
+                r = found.get((runtime, threads, batch, precision, model))
+                bound = found.get((runtime, threads, batch, precision, f'{model}[bound]'))
+                cells.append('-' if r is None else f'{r["speedup"]:.2f}' + (
+                    f' ({r["speedup"] / bound["speedup"]:.2f})' if bound else ''))
+            fp32, int8 = (found.get((runtime, threads, batch, p, model)) for p in ('fp32', 'int8'))
+            gain = f'{fp32["latency_ms"] / int8["latency_ms"]:.2f}' if fp32 and int8 else '-'
+            if fp32 or int8:
+                lines.append(f'| {RUNTIME_NAMES[runtime]} | {threads} | {batch} | {model} | {cells[0]} | {cells[1]} | '
+                             f'{gain} |')
+    return '\n'.join(lines)
 
 
 def _groups(rows: List[Dict[str, Any]]) -> 'OrderedDict[tuple, List[Dict[str, Any]]]':
@@ -126,6 +154,8 @@ def render_payoff(rows: List[Dict[str, Any]]) -> str:
              '|---|---|---|' + '---|' * len(PAYOFF_MODELS)]
     latest: Dict[str, List[Dict[str, Any]]] = {}
     for group in _groups(rows).values():
+        if group[0].get('precision') == 'int8':
+            continue  # INT8 has its own table (render_int8)
         if any(r['model'] in PAYOFF_MODELS for r in group):
             latest.pop(_payoff_label(group[0]), None)  # re-inserted: lines keep the order of the runs that give them
             latest[_payoff_label(group[0])] = group
@@ -203,6 +233,9 @@ def main(argv=None):
     parser.add_argument('--footer', action='append', default=[],
                         help='markdown file placed after the tables (repeat for several, in order)')
     parser.add_argument('--plot', metavar='DIR', help='also draw Figure 3 into DIR')
+    parser.add_argument('--int8', metavar='FILE',
+                        help='rewrite the float32 / INT8 table of the ONNX Runtime and OpenVINO rows between the '
+                             '<!-- int8-speed:begin/end --> markers in FILE')
     parser.add_argument('--payoff', metavar='FILE',
                         help='rewrite the where-MoD-pays-off table (speed-up and fraction of bound per runtime and '
                              'setting) between the <!-- payoff:begin/end --> markers in FILE')
@@ -210,8 +243,9 @@ def main(argv=None):
     missing = [p for p in args.json + [args.header] + args.footer if p and not Path(p).is_file()]
     if missing:
         parser.error(f'no such benchmark file: {", ".join(missing)}')
-    if args.payoff and not has_section(args.payoff, 'payoff'):
-        parser.error(f'{args.payoff} has no <!-- payoff:begin --> marker')
+    for path, section in ((args.payoff, 'payoff'), (args.int8, 'int8-speed')):
+        if path and not has_section(path, section):
+            parser.error(f'{path} has no <!-- {section}:begin --> marker')
     if args.plot:
         try:
             import_extra('matplotlib', 'plot', '--plot')  # known before anything is written
@@ -231,6 +265,9 @@ def main(argv=None):
     if args.payoff:
         replace_section(args.payoff, 'payoff', render_payoff(rows))
         print(f'updated the payoff table in {args.payoff}', file=sys.stderr)
+    if args.int8:
+        replace_section(args.int8, 'int8-speed', render_int8(rows))
+        print(f'updated the INT8 table in {args.int8}', file=sys.stderr)
 
 
 if __name__ == '__main__':
