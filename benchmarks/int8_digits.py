@@ -12,19 +12,12 @@ selections (per MoD block and image: the k channels, in the order they are fused
 
 Writes a JSON file and the table between the int8-digits markers of docs/deployment.md.
 """
-import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
-from timm_mod.tools._cli import replace_section
-
-from _digits import REPO, train, validation_batches
+from _digits import trained_models_cli, validation_batches
 
 MODELS = ('resnet18_mod', 'mobilenetv2_mod')
 RUNTIMES = ('onnxruntime', 'openvino')
@@ -83,11 +76,11 @@ def measure(name: str, checkpoint: Path) -> List[Dict]:
     return rows
 
 
-def table(results: Dict) -> str:
+def table(rows: List[Dict]) -> str:
     lines = ['| model | runtime | float32 kept | top-1 float32 (%) | top-1 INT8 (%) | same top-1 (%) | '
              'same selections (%) | per MoD block (%) |', '|---|---|---|---|---|---|---|---|']
     names = {'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
-    for r in results['rows']:
+    for r in rows:
         if 'per_block' not in r:  # the network without its MoD blocks: top-1 only
             lines.append(f"| {r['model']} | {names[r['runtime']]} | - | {r['top1_fp32']:.2f} | {r['top1_int8']:.2f} "
                          f"| | | |")
@@ -99,46 +92,5 @@ def table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--checkpoints', nargs='+', type=Path, metavar='CKPT',
-                        help='train.py checkpoints of digits models (default: train resnet18_mod and mobilenetv2_mod '
-                             'with ./train.sh digits)')
-    parser.add_argument('--work', type=Path, default=REPO / 'output' / 'int8-digits',
-                        help='folder for the training runs (default: %(default)s)')
-    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'digits' / 'int8.json',
-                        help='results file (default: %(default)s)')
-    parser.add_argument('--update', default=str(REPO / 'docs' / 'deployment.md'), metavar='MARKDOWN',
-                        help="page whose int8-digits section gets the table ('' for none; default: %(default)s)")
-    parser.add_argument('--table-only', action='store_true', help='rewrite the table from --json; measure nothing')
-    args = parser.parse_args(argv)
-    missing = [c for c in args.checkpoints or [] if not c.is_file()]
-    if missing:
-        parser.error(f'no checkpoint at {", ".join(map(str, missing))}')
-    if not args.table_only:
-        import timm
-        from timm_mod.checkpoint import read_checkpoint
-        torch.set_num_threads(1)
-        if args.checkpoints:
-            runs = [(read_checkpoint(c)[1]['arch'], c) for c in args.checkpoints]
-        else:
-            root = args.work / time.strftime('%Y%m%d-%H%M%S')
-            root.mkdir(parents=True)
-            runs = [(m, train([m], root / m, root / f'{m}.log') / 'model_best.pth.tar') for m in MODELS]
-        rows = [row for name, checkpoint in runs for row in measure(name, checkpoint)]
-        results = dict(settings=dict(
-            data='scikit-learn digits: calibration on 256 training images, comparison on the 364 validation images, '
-                 '32 px', weights='./train.sh digits MODEL', quantization='python -m timm_mod.tools.deploy quantize',
-            machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores', torch=torch.__version__,
-            timm=timm.__version__, command='python benchmarks/int8_digits.py'), rows=rows)
-        partial = args.json.with_name(f'.{args.json.name}.partial')
-        partial.write_text(json.dumps(results, indent=1))
-        os.replace(partial, args.json)
-    text = table(json.loads(args.json.read_text()))
-    print(text)
-    if args.update:
-        replace_section(args.update, 'int8-digits', text)
-
-
 if __name__ == '__main__':
-    main()
+    trained_models_cli(__doc__, 'int8', 'deployment.md', MODELS, measure, table)

@@ -16,20 +16,13 @@ in the model's own precision (before it):
 
 Writes a JSON file and the table between the precision-digits markers of docs/deployment.md.
 """
-import argparse
 import contextlib
-import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from timm_mod.tools._cli import replace_section
-
-from _digits import REPO, train, validation_batches
+from _digits import trained_models_cli, validation_batches
 
 MODELS = ('resnet18_mod', 'mobilenetv2_mod')
 SETTINGS = ('bf16 autocast', 'bf16 model', 'fp16 autocast', 'fp16 model')
@@ -103,11 +96,11 @@ def measure(name: str, checkpoint: Path) -> List[Dict]:
     return rows
 
 
-def table(results: Dict) -> str:
+def table(rows: List[Dict]) -> str:
     lines = ['| model | precision | selector computes in | top-1 (%) | same top-1 as float32 (%) | '
              'same selections as float32 (%) | same channel sets (%) | largest float32 logit gap where they differ | '
              'largest logit change |', '|---|---|---|---|---|---|---|---|---|']
-    for r in results['rows']:
+    for r in rows:
         selector = 'float32' if r['selector'] == 'float32' else "the model's precision"
         lines.append(f"| {r['model']} | {r['setting']} | {selector} | {r['top1']:.2f} | {r['same_top1']:.2f} | "
                      f"{r['same_selections']:.2f} | {r['same_sets']:.2f} | {r['tie_gap']:.4f} | "
@@ -115,45 +108,5 @@ def table(results: Dict) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--checkpoints', nargs='+', type=Path, metavar='CKPT',
-                        help='train.py checkpoints of digits models (default: train resnet18_mod and mobilenetv2_mod '
-                             'with ./train.sh digits)')
-    parser.add_argument('--work', type=Path, default=REPO / 'output' / 'precision-digits',
-                        help='folder for the training runs (default: %(default)s)')
-    parser.add_argument('--json', type=Path, default=REPO / 'benchmarks' / 'results' / 'digits' / 'precision.json',
-                        help='results file (default: %(default)s)')
-    parser.add_argument('--update', default=str(REPO / 'docs' / 'deployment.md'), metavar='MARKDOWN',
-                        help="page whose precision-digits section gets the table ('' for none; default: %(default)s)")
-    parser.add_argument('--table-only', action='store_true', help='rewrite the table from --json; measure nothing')
-    args = parser.parse_args(argv)
-    missing = [c for c in args.checkpoints or [] if not c.is_file()]
-    if missing:
-        parser.error(f'no checkpoint at {", ".join(map(str, missing))}')
-    if not args.table_only:
-        import timm
-        from timm_mod.checkpoint import read_checkpoint
-        torch.set_num_threads(os.cpu_count() or 1)
-        if args.checkpoints:
-            runs = [(read_checkpoint(c)[1]['arch'], c) for c in args.checkpoints]
-        else:
-            root = args.work / time.strftime('%Y%m%d-%H%M%S')
-            root.mkdir(parents=True)
-            runs = [(m, train([m], root / m, root / f'{m}.log') / 'model_best.pth.tar') for m in MODELS]
-        rows = [row for name, checkpoint in runs for row in measure(name, checkpoint)]
-        results = dict(settings=dict(
-            data='scikit-learn digits validation split, 364 images at 32 px', weights='./train.sh digits MODEL',
-            machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores', torch=torch.__version__,
-            timm=timm.__version__, command='python benchmarks/precision_digits.py'), rows=rows)
-        partial = args.json.with_name(f'.{args.json.name}.partial')
-        partial.write_text(json.dumps(results, indent=1))
-        os.replace(partial, args.json)
-    text = table(json.loads(args.json.read_text()))
-    print(text)
-    if args.update:
-        replace_section(args.update, 'precision-digits', text)
-
-
 if __name__ == '__main__':
-    main()
+    trained_models_cli(__doc__, 'precision', 'deployment.md', MODELS, measure, table)

@@ -30,9 +30,9 @@ REQUIREMENTS = {'torch', 'timm', 'huggingface-hub', 'safetensors'}
 
 
 def _documented_commands():
-    """Every ``python -m timm_mod...`` the README names, and every tool with a command line."""
-    readme = (ROOT / 'README.md').read_text()
-    commands = set(re.findall(r'python -m (timm_mod(?:\.\w+)+)(?![.\w<])', readme))
+    """Every ``python -m timm_mod...`` the README and the docs name, and every tool with a command line."""
+    text = ''.join(p.read_text() for p in [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))])
+    commands = set(re.findall(r'python -m (timm_mod(?:\.\w+)+)(?![.\w<])', text))
     tools = ROOT / 'timm_mod' / 'tools'
     commands |= {f'timm_mod.tools.{p.stem}' for p in tools.glob('*.py') if "__name__ == '__main__'" in p.read_text()}
     return sorted(commands)
