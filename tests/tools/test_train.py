@@ -518,6 +518,31 @@ def test_another_teacher_and_no_teacher(launch_env):
     assert '--kd-model-name' not in cmd and '--kd-temperature' not in cmd and _flag(cmd, '--epochs') == '3'
 
 
+def test_init_from_builds_the_model_for_the_presets_classes(launch_env):
+    """cifar100's 100 classes come from the preset's own arguments: the copied head and the teacher are 100-class."""
+    from safetensors import safe_open
+    (launch_env / 'cache' / 'data' / tm_train.CIFAR_FOLDERS['cifar100']).mkdir(parents=True)
+    baseline = _baseline_checkpoint(launch_env / 'base' / 'c100.pth', 'resnet18_cifar', num_classes=100)
+    cmd = build_command('cifar100', 'resnet18_mod_cifar', init_from=str(baseline))
+    with safe_open(_flag(cmd, '--initial-checkpoint'), 'pt') as f:
+        assert f.get_slice('fc.weight').get_shape() == [100, 512]
+
+
+def test_a_node_other_than_node_0_neither_refuses_nor_removes_the_shared_folder(launch_env, monkeypatch):
+    for name, value in dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='node0').items():
+        monkeypatch.setenv(name, value)
+    shared = launch_env / 'output' / 'train' / 'shared'
+    shared.mkdir(parents=True)
+    (shared / 'init.safetensors').write_bytes(b'node 0 wrote this')
+    cmd = build_command('digits', 'resnet18_mod', extras=['--experiment', 'shared'])
+    assert cmd.reserved is None and _flag(cmd, '--experiment') == 'shared'
+    # train.py failing on this node (the command stands in for torchrun, which would wait for node 0)
+    failing = tm_train.Command([sys.executable, '-c', 'raise SystemExit(1)', '--output', str(shared.parent),
+                                '--experiment', 'shared'], cmd.reserved)
+    assert tm_train.run(failing) == 1
+    assert (shared / 'init.safetensors').read_bytes() == b'node 0 wrote this'
+
+
 def test_init_from_that_cannot_serve_is_refused_before_any_run_folder(launch_env, capsys):
     base = launch_env / 'base'
     err = _refused(['digits', 'resnet18_mod', '--init-from', str(_baseline_checkpoint(base / 'r50.pth', 'resnet50'))],

@@ -59,7 +59,6 @@ the cores; on a CPU, --device cpu and one worker per process.
 """
 import argparse
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -74,18 +73,19 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import timm
 import torch
-from timm.models import parse_model_name, safe_model_name, save_for_hf
+from timm.models import safe_model_name, save_for_hf
 from timm.utils import ParseKwargs
 
 from .._offline import hub_reachable, reachable
 from ..baseline import BaselineError, BaselineTransfer, init_from_baseline, is_checkpoint_path, load_baseline
 from ..checkpoint import CheckpointError
 from ..models.mod_cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
-from ._cli import new_run_dir
+from ._cli import new_run_dir, unknown_models
+from .cards import mod_model_args
 from .run import TimmScriptError, cache_root, find_timm_repo, timm_repo_cache
 from .sources import SCHEMES, SourceError, check_keys, check_split, inspect_source
 
-__all__ = ['Preset', 'PRESETS', 'Topology', 'UsageError', 'build_command', 'write_digits', 'main']
+__all__ = ['Preset', 'PRESETS', 'Topology', 'UsageError', 'Command', 'build_command', 'run', 'write_digits', 'main']
 
 CIFAR_MEAN_STD = {'cifar10': (CIFAR10_MEAN, CIFAR10_STD), 'cifar100': (CIFAR100_MEAN, CIFAR100_STD)}
 VAL_FOLDERS = ('val', 'validation')
@@ -261,14 +261,10 @@ def _without(args: Sequence[str], flag: str) -> List[str]:
 
 
 def _check_model(name: str) -> None:
-    source, arch = parse_model_name(name)
-    if source:  # hf-hub: or local-dir: models are resolved by train.py itself
-        return
-    if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-        hint = f'; nearest registered names: {", ".join(close)}' if close else ''
-        raise UsageError(f'unknown model \'{name}\'{hint} (python -c "import timm_mod; print(timm_mod.list_models())" '
-                         f'lists ours)')
+    """A model name timm knows (hf-hub: and local-dir: models are resolved by train.py itself)."""
+    problem = unknown_models([name])
+    if problem:
+        raise UsageError(problem)
 
 
 def _image_folder_args(root: Path, what: str) -> List[str]:
@@ -516,8 +512,9 @@ def _write_start(start: _Start, run_dir: Path) -> None:
                         copied=str(len(start.transfer.copied)), new=str(len(start.transfer.new)),
                         recipe=json.dumps(dataclasses.asdict(FINETUNE)))
         save_file(start.weights, str(run_dir / INIT_FILE), metadata=metadata)
-    if start.teacher_model is not None:
-        save_for_hf(start.teacher_model, run_dir / TEACHER_DIR, safe_serialization=True)
+    if start.teacher_model is not None:  # with its MoD settings, which timm's own record may not hold
+        save_for_hf(start.teacher_model, run_dir / TEACHER_DIR, model_args=mod_model_args(start.teacher_model),
+                    safe_serialization=True)
 
 
 # The folder torchvision's CIFAR datasets extract into, and where they download from
@@ -609,6 +606,15 @@ def _last_checkpoint(output: Path, prefix: str) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
+class Command(list):
+    """A train.py (or torchrun) command line, and the run folder this launch reserved for it (None when it reserved
+    none: a dry run, or a node other than node 0)."""
+
+    def __init__(self, args: Sequence[str], reserved: Optional[Path]):
+        super().__init__(args)
+        self.reserved = reserved
+
+
 def build_command(
         dataset: str,
         model: str,
@@ -618,7 +624,7 @@ def build_command(
         env: Optional[Mapping[str, str]] = None,
         init_from: Optional[str] = None,
         distill: bool = True,
-) -> List[str]:
+) -> Command:
     """The train.py (or torchrun) command of one run; checks every input first and fails with a UsageError.
 
     Args:
@@ -653,13 +659,13 @@ def build_command(
         if not checkpoint.is_file():
             raise UsageError(f'no checkpoint to resume at {checkpoint}')
         resume_args = _resume_args(checkpoint, model)
-    if _last_value(extras, '--experiment') is not None:
+    if _last_value(extras, '--experiment') is not None and topology.node_rank == 0:  # node 0 owns the folder
         _named_run_dir(output, _last_value(extras, '--experiment'), reserve=False)  # refused before any work
     teacher = _last_value(extras, '--kd-model-name') or (init_from if distill else None)
     if init_from and topology.nnodes > 1 and _last_value(extras, '--experiment') is None:
         raise UsageError('--init-from on several nodes needs --experiment NAME, the same on every node, and an '
                          '--output folder every node sees: each reads the initial weights node 0 writes there')
-    start = _prepare_start(model, init_from, teacher, [*data_args, *extras])
+    start = _prepare_start(model, init_from, teacher, [*preset.args, *data_args, *extras])
 
     repo = find_timm_repo(clone=not dry_run)
     if repo is None:
@@ -674,8 +680,10 @@ def build_command(
     if experiment is None:
         run_dir = new_run_dir(output, prefix, reserve=reserve)
         run_args = ['--output', str(output), '--experiment', run_dir.name]
-    else:
+    elif topology.node_rank == 0:
         run_dir = _named_run_dir(output, experiment, reserve=reserve)
+    else:
+        run_dir = output / experiment
     # node 0 writes them; the other nodes read them from the shared folder
     if (start.weights is not None or start.teacher_model is not None) and not dry_run and topology.node_rank == 0:
         try:
@@ -688,18 +696,20 @@ def build_command(
         print(f'timm_mod: {model} {start.transfer}', file=sys.stderr)
 
     if resume_args and resume_args[0] == '-c':  # the interrupted run's own arguments: no preset, no data arguments
-        return [*_launcher(topology, repo / 'train.py'), *resume_args[:2], *device_args, '--device-modules',
-                'timm_mod', *run_args, *resume_args[2:], *extras]
+        # --output named here: the recorded one would place a new --experiment elsewhere than where it was checked
+        return Command([*_launcher(topology, repo / 'train.py'), *resume_args[:2], *device_args, '--device-modules',
+                        'timm_mod', '--output', str(output), *run_args, *resume_args[2:], *extras],
+                       run_dir if reserve else None)
     per_process = max(1, preset.global_batch // topology.world_size)
     lr = preset.lr * (FINETUNE.lr_scale if init_from else 1)
     recipe = [*preset.args, '--batch-size', str(per_process), '--lr-base', f'{lr:g}',
               '--lr-base-size', str(preset.lr_batch), '--lr-base-scale', 'linear']
     if init_from:
         recipe += FINETUNE.args(preset, distill=bool(teacher))
-    return [
+    return Command([
         *_launcher(topology, repo / 'train.py'), '--model', model, *data_args, *recipe, *device_args,
         '--device-modules', 'timm_mod', *run_args, *resume_args, *_start_args(start, run_dir),
-        *_without(extras, '--kd-model-name')]
+        *_without(extras, '--kd-model-name')], run_dir if reserve else None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -757,30 +767,36 @@ def _started(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(p.name not in (INIT_FILE, TEACHER_DIR) for p in run_dir.iterdir())
 
 
-def run(cmd: List[str], env: Optional[Mapping[str, str]] = None) -> int:
+def run(cmd: Command, env: Optional[Mapping[str, str]] = None) -> int:
     """Run train.py (or torchrun) and return its exit status; a run that failed before train.py wrote anything leaves
-    no folder behind.
+    no folder behind (only the folder this launch reserved, `cmd.reserved`, is ever removed).
 
-    train.py runs as a child in the same process group, so a terminal's Ctrl-C reaches it directly; SIGTERM and
-    SIGHUP sent to the launcher are passed on. A child killed by a signal gives the shell's 128 + signal.
+    train.py runs as a child in the same process group, so a terminal's Ctrl-C (and a signal to the whole group)
+    reaches it directly; SIGTERM and SIGHUP sent to the launcher alone are passed on. A child killed by a signal gives
+    the shell's 128 + signal.
     """
-    run_dir = Path(_last_value(cmd, '--output') or 'output/train') / (_last_value(cmd, '--experiment') or '')
-    existed = _started(run_dir)
+    child: List[subprocess.Popen] = []
+
+    def forward(sig, frame):
+        if child:
+            child[0].send_signal(sig)
+        else:  # not started yet: nothing to stop but the launcher
+            raise SystemExit(128 + sig)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets it from the terminal
     sys.stdout.flush()
     sys.stderr.flush()
-    child = subprocess.Popen(cmd, env=env)
-    forwarded = {sig: signal.signal(sig, lambda s, frame: child.send_signal(s)) for sig in (
-        signal.SIGTERM, signal.SIGHUP)}
-    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets it from the terminal
     try:
-        code = child.wait()
+        child.append(subprocess.Popen(cmd, env=env))
+        code = child[0].wait()
     finally:
-        for sig, handler in forwarded.items():
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, interrupt)
-    if code and not existed and run_dir.name and not _started(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)  # the launcher's own files only: train.py wrote nothing
-        print(f'timm_mod: train.py failed before writing anything: removed {run_dir}', file=sys.stderr)
+    reserved = getattr(cmd, 'reserved', None)
+    if code and reserved is not None and not _started(reserved):
+        shutil.rmtree(reserved, ignore_errors=True)  # the launcher's own files only: train.py wrote nothing
+        print(f'timm_mod: train.py failed before writing anything: removed {reserved}', file=sys.stderr)
     return 128 - code if code < 0 else code
 
 
