@@ -1,4 +1,5 @@
 """The repository around the package: the timm releases it supports, and documentation whose links and paths hold."""
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -29,11 +30,15 @@ def test_private_timm_names_are_imported_in_one_place():
     for path in (ROOT / 'timm_mod').rglob('*.py'):
         if path.name == '_timm.py':
             continue
-        source = path.read_text()
-        for module, names in re.findall(r'^\s*from (timm[\w.]*) import \(?([^)]*?)\)?$', source, re.M | re.S):
-            imported = [n.split(' as ')[0].strip() for n in names.replace('\n', ' ').split(',') if n.strip()]
-            if '._' in module or any(n.startswith('_') for n in imported):
-                offenders.append(f'{path.relative_to(ROOT)}: from {module} import {", ".join(imported)}')
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split('.')[0] == 'timm':
+                modules, names = [node.module], [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [a.name for a in node.names if a.name.split('.')[0] == 'timm'], []
+            else:
+                continue
+            if any('._' in m for m in modules) or any(n.startswith('_') for n in names):
+                offenders.append(f'{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}')
     assert not offenders
 
 

@@ -19,8 +19,8 @@ from timm.models.regnet import (
 __all__ = [
     'TIMM_RANGE', 'pretrained_cfg_for_features', 'DepthwiseSeparableConv', 'InvertedResidual', 'SqueezeExcite',
     'decode_arch_def', 'efficientnet_init_weights', 'resolve_act_layer', 'resolve_bn_args', 'round_channels',
-    'feature_take_indices', 'checkpoint_seq', 'convnext_init_weights', 'convnext_filter_fn', 'RegNetBottleneck', 'regnet_filter_fn',
-    'regnet_init_weights', 'regnet_cfgs']
+    'feature_take_indices', 'checkpoint_seq', 'convnext_init_weights', 'convnext_filter_fn', 'RegNetBottleneck',
+    'regnet_filter_fn', 'regnet_init_weights', 'regnet_cfgs']
 
 # The timm releases these names are known to work with: at least the first, below the second
 TIMM_RANGE = ('1.0.31', '1.1')

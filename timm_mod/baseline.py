@@ -172,9 +172,12 @@ def load_baseline(source: Union[str, Path, nn.Module]) -> nn.Module:
             close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
             hint = f'; nearest: {", ".join(close)}' if close else ''
             raise BaselineError(f'unknown baseline {source!r}: timm has no model {arch!r}{hint}')
-        cfg = get_pretrained_cfg(name, allow_unregistered=False) if tag else get_pretrained_cfg(arch)
+        tags = timm.list_pretrained(f'{arch}.*')
+        try:
+            cfg = get_pretrained_cfg(name, allow_unregistered=False) if tag else get_pretrained_cfg(arch)
+        except RuntimeError:  # timm: "Invalid pretrained tag"
+            cfg = None
         if cfg is None or not cfg.has_weights:
-            tags = [t for t in timm.list_pretrained(f'{arch}.*')] if cfg is not None else []
             raise BaselineError(
                 f'baseline {source!r} has no pretrained weights in timm'
                 + (f' (with weights: {", ".join(tags[:6])})' if tags else '') + '; or pass a train.py checkpoint')
@@ -189,9 +192,9 @@ def load_baseline(source: Union[str, Path, nn.Module]) -> nn.Module:
     return model.eval()
 
 
-def _label(model: nn.Module, fallback: str = '') -> str:
+def _label(model: nn.Module) -> str:
     arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
-    return arch or fallback or type(model).__name__
+    return arch or type(model).__name__
 
 
 def _difference(model: nn.Module, base: nn.Module) -> str:

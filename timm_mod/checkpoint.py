@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from timm.models import clean_state_dict, get_pretrained_cfg, split_model_name_tag
 
-__all__ = ['CheckpointError', 'read_checkpoint', 'checkpoint_model_kwargs', 'model_from_checkpoint']
+__all__ = ['CheckpointError', 'read_checkpoint', 'checkpoint_model_kwargs', 'model_from_checkpoint', 'load_strict']
 
 
 class CheckpointError(ValueError):

@@ -4,6 +4,7 @@ The Hub is never contacted: huggingface_hub runs in offline mode, and a Hub down
 as huggingface_hub lays it (models--ORG--NAME/refs/main holding a commit hash, snapshots/HASH/ holding the files).
 """
 import argparse
+import errno
 import json
 import os
 import re
@@ -410,12 +411,35 @@ def test_the_checkpoints_own_folders_are_never_replaced(where, checkpoint, tmp_p
     assert _contents(tmp_path) == before
 
 
+@pytest.mark.skipif(os.name == 'nt', reason='the lock is taken with fcntl here')
 def test_concurrent_exports_to_one_folder_cannot_both_succeed(checkpoint, tmp_path):
+    import fcntl
     out = tmp_path / 'out'
-    (tmp_path / '.out.lock').write_text(f'{os.getpid()} {__import__("socket").gethostname()}')  # a live run
-    with pytest.raises(HubError, match='another run .* is writing it'):
-        export(NAME, checkpoint, out)
+    with open(tmp_path / '.out.lock', 'w') as held:  # a run writing `out` holds this lock
+        held.write('4242 on elsewhere')
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(HubError, match='another run .*4242 on elsewhere.* is writing it'):
+            export(NAME, checkpoint, out)
     assert not out.exists()
+    assert export(NAME, checkpoint, out) == out  # once it ends
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def test_a_replacement_that_cannot_be_put_in_place_keeps_the_previous_export(checkpoint, tmp_path, monkeypatch):
+    out = export(NAME, checkpoint, tmp_path / 'out')
+    previous = _contents(out)
+    rename = Path.rename
+
+    def refuse_the_new_folder(self, target):
+        if self.name.endswith('.partial'):
+            raise OSError(errno.EXDEV, 'Invalid cross-device link')
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, 'rename', refuse_the_new_folder)
+    with pytest.raises(HubError, match='could not put the new folder in place .*previous one is unchanged'):
+        export(NAME, checkpoint, out, force=True)
+    assert _contents(out) == previous and sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
 def test_a_folder_filled_meanwhile_is_kept(checkpoint, tmp_path, monkeypatch):
@@ -681,13 +705,24 @@ def test_export_records_the_baseline_the_teacher_and_the_recipe(source, tmp_path
     assert 'epochs 3' in card.text and 'after epoch 10' in card.text
 
 
-def test_a_baseline_given_as_a_checkpoint_is_named_without_its_path(source, tmp_path):
-    ckpt = _distilled_checkpoint(tmp_path / 'run', source, '/home/me/out/base/model_best.pth.tar',
-                                 '/home/me/out/base/model_best.pth.tar')
+@pytest.mark.parametrize('where, label', [
+    ('/home/me/out/base/model_best.pth.tar', 'a train.py checkpoint (model_best.pth.tar)'),
+    ('local-dir:/home/me/exports/base', 'a local Hub folder (base)'),
+])
+def test_a_local_baseline_is_named_without_its_path(where, label, source, tmp_path):
+    ckpt = _distilled_checkpoint(tmp_path / 'run', source, where, where)
     out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits')
     training = json.loads((out / 'config.json').read_text())['training']
-    assert training['init_from'] == training['teacher'] == 'a train.py checkpoint (model_best.pth.tar)'
-    assert training['base_model'] is None and '/home/me' not in (out / 'README.md').read_text()
+    assert training['init_from'] == training['teacher'] == label
+    assert training['base_model'] is None
+    assert '/home/me' not in (out / 'README.md').read_text() + (out / 'config.json').read_text()
+
+
+def test_a_named_baseline_replaces_the_recorded_one_but_not_the_teacher(source, tmp_path):
+    ckpt = _distilled_checkpoint(tmp_path / 'run', source, 'resnet18.a1_in1k', 'resnet18.tv_in1k')
+    out = export(NAME, ckpt, tmp_path / 'out', ema=True, repo_id='someone/x.digits', init_from='resnet18.a2_in1k')
+    training = json.loads((out / 'config.json').read_text())['training']
+    assert (training['init_from'], training['teacher']) == ('resnet18.a2_in1k', 'resnet18.tv_in1k')
 
 
 def test_initial_weights_that_are_gone_must_be_named(source, tmp_path):

@@ -121,7 +121,7 @@ def _read_config(cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return json.loads(path.read_text())
 
 
-def check_hub_config(variant: str, kwargs: Dict[str, Any]) -> None:
+def check_hub_config(kwargs: Dict[str, Any]) -> None:
     """Refuse a Hub / local folder whose config.json would load its weights wrongly without an error.
 
     timm takes the number of classes from three fields and resolves a disagreement silently: the model gets one
@@ -190,7 +190,7 @@ def build_mod_model(
         f"Use pretrained=False for random init, or load weights you have: timm.create_model('local-dir:DIR', "
         f"pretrained=True) for an exported folder, 'hf-hub:ORG/REPO' for a Hub repo (config.json rebuilds the "
         f"model), or pretrained_cfg_overlay=dict(file='DIR/{WEIGHTS_FILE}').")
-    check_hub_config(variant, kwargs)
+    check_hub_config(kwargs)
     if pretrained and not (cfg.has_weights or cfg.state_dict):
         published = ', '.join(sorted(PUBLISHED)) or 'none yet'
         raise RuntimeError(

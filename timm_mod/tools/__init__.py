@@ -5,7 +5,8 @@ Launchers, weights and deployment:
                 a pretrained baseline)
     run         any of timm's scripts (validate.py, benchmark.py, onnx_export.py, ...) with the MoD models registered
     hub         export / publish weights as safetensors with config.json and a model card
-    deploy      export a model to ONNX or OpenVINO, checked against PyTorch
+    deploy      export a model to ONNX or OpenVINO, checked against PyTorch, or quantize it to INT8, compared
+                with float32 on held-out images
 
 Measurement and analysis:
     bench       speed against the paper's baselines and the bound, in eager, torch.compile, ONNX Runtime, OpenVINO

@@ -3,7 +3,8 @@
 Every tool reports bad input the same way and before it starts its work: numbers and paths are checked by the
 argument types here, models by `check_models`, devices by `check_device`. Result files are created exclusively
 (`new_file`) and folders written whole (`NewFolder`), so a tool never overwrites what it did not write in the same
-run: an existing file or a concurrent run is refused before any work; a run that fails removes only what it wrote;
+run: an existing file or a concurrent run is refused before any work; a run that fails removes only what it wrote
+(parent folders it had to create stay, empty);
 what an interrupted run left is cleaned, or put back, by the next run for the same place, which says so.
 """
 import argparse
@@ -18,12 +19,12 @@ import uuid
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     'int_list', 'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'fraction', 'existing_file',
     'existing_dir',
-    'unknown_models', 'check_models', 'check_device', 'import_extra', 'OutputError', 'new_file',
+    'unknown_models', 'check_models', 'check_device', 'import_extra', 'first_line', 'OutputError', 'new_file',
     'check_new_file', 'new_run_dir', 'NewFolder', 'has_section', 'replace_section']
 
 
@@ -145,6 +146,11 @@ def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
 
 # --- outputs that never overwrite
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for a one-line error message that quotes it."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class OutputError(Exception):
     """An output path that would overwrite something, or that another run is writing; the message says which."""
 
@@ -204,15 +210,17 @@ def new_file(path: Union[str, Path], what: str = '--out', mode: str = 'w', newli
         raise
 
 
-def _alive(pid: int, host: str) -> bool:
-    if host != socket.gethostname():
-        return True  # another machine's run: assume it is alive
+def _try_lock(fd: int) -> bool:
+    """An exclusive lock on an open file without waiting; the system drops it when the process ends, however."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if os.name == 'nt':
+            import msvcrt
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -248,7 +256,7 @@ class NewFolder:
         self.protect = [Path(os.path.abspath(p)) for p in protect]
         self.what = what
         self.notes: List[str] = []  # what the cleanup of an interrupted run did
-        self._lock: Optional[Path] = None
+        self._lock: Optional[Tuple[Path, int]] = None
         self._replace = False
 
     def _sibling(self, kind: str) -> Path:
@@ -272,22 +280,27 @@ class NewFolder:
             self.notes.append(f'removed {partial}, left half-written by an interrupted run')
 
     def _acquire(self) -> None:
+        """Lock `out` for this run (a lock file beside it, held until the run ends), then clean what an interrupted
+        run left: only a run holding the lock cleans, so two runs never clean, or write, the same place at once."""
         lock = self.out.with_name(f'.{self.out.name}.lock')
         lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(10):
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+            if not _try_lock(fd):
+                holder = os.read(fd, 200).decode(errors='replace').strip() or 'unknown'
+                os.close(fd)
+                raise OutputError(f'{self.what} {self.out}: another run (process {holder}) is writing it; wait for '
+                                  f'it to end')
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid, _, host = lock.read_text().partition(' ') if lock.is_file() else ('0', '', '')
-                if pid.isdigit() and _alive(int(pid), host.strip()):
-                    raise OutputError(f'{self.what} {self.out}: another run (process {pid} on {host.strip()}) is '
-                                      f'writing it; wait for it to end') from None
-                self._clean_interrupted()
-                lock.unlink(missing_ok=True)
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder before us removed the file while we waited for it: lock the new one
+                os.close(fd)
                 continue
-            with os.fdopen(fd, 'w') as f:
-                f.write(f'{os.getpid()} {socket.gethostname()}')
-            self._lock = lock
+            os.ftruncate(fd, 0)
+            os.write(fd, f'{os.getpid()} on {socket.gethostname()}'.encode())
+            self._lock = (lock, fd)
             self._clean_interrupted()
             return
         raise OutputError(f'{self.what} {self.out}: could not lock it ({lock})')
@@ -324,8 +337,14 @@ class NewFolder:
 
     def _release(self) -> None:
         if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
+            lock, fd = self._lock
+            if os.name != 'nt':
+                lock.unlink(missing_ok=True)  # while still holding it: a run waiting on this file locks a new one
+            os.close(fd)
             self._lock = None
+            if os.name == 'nt':
+                with contextlib.suppress(OSError):
+                    lock.unlink()
 
     def __exit__(self, *exc) -> None:
         self._release()
@@ -341,7 +360,12 @@ class NewFolder:
             if self._replace:
                 old = self._sibling('old')
                 self.out.rename(old)
-                folder.rename(self.out)
+                try:
+                    folder.rename(self.out)
+                except OSError as e:
+                    old.rename(self.out)  # the previous folder back where it was
+                    raise OutputError(f'{self.what} {self.out}: could not put the new folder in place ({e.strerror}); '
+                                      f'the previous one is unchanged') from None
                 shutil.rmtree(old)
             else:
                 try:

@@ -17,6 +17,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from ..baseline import is_checkpoint_path
+from ..models._common import MOD_ARG_TYPES
 from ..models.pairing import BASELINES
 from ._cli import import_extra
 from .complexity import count_gmacs, count_params_m
@@ -40,7 +41,7 @@ CARD_TEMPLATES = {
     'mod_resnet': 'resnet_mod.md', 'mod_mobilenetv2': 'mobilenetv2_mod.md', 'mod_cifar': 'cifar.md',
     'mod_timm': 'beyond_paper.md',
 }
-MOD_ARGS = ('mod_c', 'mod_reduction', 'mod_fusion', 'mod_routing')
+MOD_ARGS = tuple(MOD_ARG_TYPES)
 # Hub dataset id and display name of the data behind each pretrained tag
 DATASETS = {'in1k': ('imagenet-1k', 'ImageNet-1k'), 'c10': ('cifar10', 'CIFAR-10'), 'c100': ('cifar100', 'CIFAR-100')}
 # The tag of the data behind train.py's --dataset values that are torchvision's copies of them
@@ -150,8 +151,12 @@ RECIPE_ARGS = (
 
 
 def _source_label(source: str) -> str:
-    """How a baseline or teacher is named in a public card: a checkpoint path of the trainer's disk says nothing."""
-    return f'a train.py checkpoint ({Path(source).name})' if is_checkpoint_path(source) else source
+    """How a baseline or teacher is named in a public card: a path on the trainer's disk says nothing."""
+    if is_checkpoint_path(source):
+        return f'a train.py checkpoint ({Path(source).name})'
+    if source.startswith('local-dir:'):
+        return f'a local Hub folder ({Path(source[len("local-dir:"):]).name})'
+    return source
 
 
 def _hub_id(source: Optional[str]) -> Optional[str]:
@@ -187,7 +192,8 @@ def training_record(meta: Dict[str, Any], checkpoint: Path, init_from: Optional[
     Args:
         meta: `read_checkpoint`'s metadata ('args', 'epoch').
         checkpoint: The checkpoint file.
-        init_from: The baseline the weights started from, where the checkpoint cannot say (it wins over it).
+        init_from: The baseline the weights started from, where the checkpoint cannot say (it wins over what the
+            initial weights' metadata says of the baseline, not of the teacher).
 
     Raises:
         HubError: the checkpoint started from initial weights that are no longer there and `init_from` is not given.
@@ -196,14 +202,15 @@ def training_record(meta: Dict[str, Any], checkpoint: Path, init_from: Optional[
     initial = args.get('initial_checkpoint') or ''
     record: Dict[str, Any] = {'init_from': init_from, 'teacher': None}
     recorded: Dict[str, str] = {}
-    if initial and init_from is None:
+    if initial:
         found = next((p for p in (Path(initial), checkpoint.parent / Path(initial).name) if p.is_file()), None)
-        if found is None:
+        if found is None and init_from is None:
             raise HubError(
                 f'{checkpoint} was trained from the initial weights {initial}, which are not there (nor beside the '
                 f'checkpoint): pass --init-from BASELINE to record where its weights came from')
-        recorded = _init_metadata(found)
-        record['init_from'] = recorded.get('init_from') or Path(initial).name
+        recorded = _init_metadata(found) if found is not None else {}
+        if init_from is None:
+            record['init_from'] = recorded.get('init_from') or Path(initial).name
     teacher = args.get('kd_model_name')
     if teacher:
         # a teacher the launcher wrote into the run folder is named by what it was made from
@@ -224,7 +231,7 @@ def render_card(template: str, **context) -> str:
 
     Args:
         template: File name in hub_cards/, e.g. 'resnet_mod.md'.
-        **context: The template's variables (see `_card_context`); `card_data` is a `ModelCardData`.
+        **context: The template's variables (see `card_context`); `card_data` is a `ModelCardData`.
     """
     jinja2 = import_extra('jinja2', 'tools', 'rendering the model card')
     env = jinja2.Environment(

@@ -28,7 +28,7 @@ from timm.utils import ParseKwargs
 from ..checkpoint import CheckpointError, checkpoint_model_kwargs, load_strict, read_checkpoint
 from ..models import MODEL_MODULES, list_models
 from ..models._common import WEIGHTS_FILE, hub_repo_id
-from ._cli import NewFolder, OutputError, import_extra
+from ._cli import NewFolder, OutputError, first_line, import_extra
 from .cards import (
     CARD_TEMPLATES, CARDS_DIR, MOD_ARGS, HubError, arch_of, card_context, mod_model_args, read_results, render_card,
     training_dataset, training_record)
@@ -42,10 +42,9 @@ _logger = logging.getLogger(__name__)
 
 
 # The model arguments config.json may carry: what rebuilds the architecture of the weights, nothing that decides how
-# weights are loaded (pretrained_strict, pretrained_cfg, ...); drop rates only matter in training and are not written
+# weights are loaded (pretrained_strict, pretrained_cfg, ...). Drop rates are kept as trained: they change nothing in
+# inference and tell a fine-tuner what the weights were trained with.
 MODEL_ARGS = ('num_classes', 'in_chans', 'global_pool', 'output_stride', *MOD_ARGS, 'drop_rate', 'drop_path_rate')
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _exported_tag(model_name: str, repo_id: str, name: str) -> Optional[str]:
@@ -131,7 +130,7 @@ def _check_round_trip(folder: Path, model: nn.Module, registry_name: Optional[st
             with torch.no_grad():
                 same = torch.equal(reloaded(x), expected)
         except RuntimeError as e:
-            same, why = False, _first_line(e)
+            same, why = False, first_line(e)
         else:
             why = 'it computes different outputs'
         if not same and source == registry_name:

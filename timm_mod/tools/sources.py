@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from .._offline import offline_unless_reachable
+from ._cli import first_line
 
 __all__ = ['SCHEMES', 'SourceError', 'SourceInfo', 'inspect_source', 'check_split', 'check_keys']
 
@@ -68,10 +69,6 @@ class SourceInfo:
         """The split to validate on: the first of validation, val, valid, test the source has (validation if it
         does not list its splits)."""
         return next((s for s in EVAL_SPLITS if s in self.splits), EVAL_SPLITS[0])
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _require(scheme: str) -> Tuple[object, ...]:
@@ -128,7 +125,7 @@ def _inspect_hf(scheme: str, name: str, data_dir: Optional[str]) -> SourceInfo:
         if 'gated' in str(e):
             hint = (f'; accept its terms at https://huggingface.co/datasets/{name} and log in (hf auth login, or '
                     f'HF_TOKEN)')
-        raise SourceError(f'{source}: {_first_line(e)}{hint}') from e
+        raise SourceError(f'{source}: {first_line(e)}{hint}') from e
     if builder.info.splits:
         splits = {s: info.num_examples or None for s, info in builder.info.splits.items()}
     else:  # data files found, not yet counted (a local folder, a Hub dataset without sizes in its card)
@@ -161,7 +158,7 @@ def _inspect_wds(name: str, data_dir: Optional[str]) -> SourceInfo:
             shards={s: tuple(v['filenames']) for s, v in splits.items()})
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise SourceError(f'{source}: {info_file} does not list splits with their filenames and num_samples, as '
-                          f'timm\'s wds reader needs ({type(e).__name__}: {_first_line(e)})') from e
+                          f'timm\'s wds reader needs ({type(e).__name__}: {first_line(e)})') from e
 
 
 def _inspect_tfds(name: str, data_dir: Optional[str], download: bool) -> SourceInfo:
@@ -170,7 +167,7 @@ def _inspect_tfds(name: str, data_dir: Optional[str], download: bool) -> SourceI
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:
-        raise SourceError(f'{source}: {_first_line(e)}') from e
+        raise SourceError(f'{source}: {first_line(e)}') from e
     # TFDS writes dataset_info.json into the dataset's folder when it has prepared it
     if not download and not tf.io.gfile.exists(f'{builder.data_dir}/dataset_info.json'):
         raise SourceError(
