@@ -227,3 +227,18 @@ def test_payoff_table_takes_a_setting_measured_twice_from_the_later_run():
     table = report.render_payoff(earlier + later).splitlines()
     expected = '| PyTorch eager | CPU, 1 thread | 1 | 1.40 |' + '  |' * 4
     assert [line for line in table if 'CPU, 1 thread' in line] == [expected]
+
+
+def test_int8_table_puts_float32_int8_and_int8_with_float32_selector_side_by_side():
+    row = dict(device='cpu', threads=1, batch_size=1, runtime='onnxruntime', exporter='torchscript', amp=False,
+               cpu='x', torch='2', timm='1', params_m=1., latency_iqr_ms=0.)
+    rows = []
+    for precision, keep, latency, speedup, bound in (('fp32', None, 40., 1.5, 1.6), ('int8', 'none', 10., 1.2, 1.5),
+                                                      ('int8', 'selector', 12., 1.0, 1.25)):
+        rows += [dict(row, precision=precision, keep=keep, model='resnet50_mod', latency_ms=latency, speedup=speedup),
+                 dict(row, precision=precision, keep=keep, model='resnet50_mod[bound]', latency_ms=1.,
+                      speedup=bound)]
+    lines = report.render_int8(rows).splitlines()
+    assert lines[0].count('speed-up (of bound)') == 3
+    # speed-up (speed-up / bound's) per variant, then float32 latency over INT8's for the model itself
+    assert lines[2:] == ['| ONNX Runtime | 1 | 1 | resnet50_mod | 1.50 (0.94) | 1.20 (0.80) | 1.00 (0.80) | 4.00 |']

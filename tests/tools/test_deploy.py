@@ -65,10 +65,21 @@ def test_comparing_int8_with_float32_counts_top1_and_selections(runtime):
     model = _randomized(model)
     batches = [(_images(4, size, seed), torch.tensor([0, 1, 2, 3])) for seed in (5, 6)]
     calibration = [_images(8, size, 7).numpy()]
-    result = deploy.compare_int8(runtime, model, batches, calibration, keep='selector')
-    blocks = [n for n, m in model.named_modules() if isinstance(m, MoDBlock)]
-    assert result['images'] == 8 and set(result['per_block']) == set(blocks)
-    assert 0 <= result['same_selections'] <= 100 and 0 <= result['same_top1'] <= 100
+    # every selector picks the same k channels in the same order for every image, by margins 8-bit logits keep:
+    # channel (7 i + 3) mod C gets the logit (k - i) * 100 * h, the others 0, h the mean of the pooled features
+    # (positive after the block's ReLU)
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, MoDBlock)]
+    with torch.no_grad():
+        for _, block in blocks:
+            fc1, fc2 = block.selector.fc1, block.selector.fc2
+            fc1.weight.fill_(1 / fc1.in_features)
+            fc2.weight.zero_()
+            for i in range(block.k):
+                fc2.weight[(7 * i + 3) % block.channels] = (block.k - i) * 100.
+    result = deploy.compare_int8(runtime, model, batches, calibration)
+    assert result['images'] == 8 and list(result['per_block']) == [n for n, _ in blocks]
+    assert result['same_selections'] == 100 and set(result['per_block'].values()) == {100}
+    assert 0 <= result['same_top1'] <= 100
     # float32 in the runtime is the PyTorch model itself
     with torch.no_grad():
         expected = np.mean([(model(x).argmax(1) == y).float().mean().item() for x, y in batches]) * 100
@@ -126,8 +137,12 @@ def test_quantize_command_writes_the_model_and_its_comparison(runtime, files, di
                  '--calibration-images', '8', '--eval-images', '12', '--out', str(out)])
     assert sorted(p.name for p in out.iterdir()) == files
     report = json.loads((out / 'report.json').read_text())
-    assert report['images'] == 12 and report['precision'] == 'int8' and report['batches_checked'] == [1, 3]
+    assert report['images'] == 12 and report['precision'] == 'int8' and report['batch_check']['images'] == 3
     assert 'top1_int8' in report and 'layer1.1' in report['per_block']
+    # the graph written is the INT8 model compared, its logits its only output
+    run = deploy._run_graph(runtime, str(out / 'model.onnx') if runtime == 'onnxruntime' else
+                            __import__('openvino').Core().read_model(out / 'model.xml'), torch.zeros(1, 3, 32, 32), 1)
+    assert [o.shape for o in run(np.zeros((2, 3, 32, 32), np.float32))] == [(2, 10)]
 
 
 def test_export_command_is_checked_against_pytorch(tmp_path):
@@ -135,7 +150,7 @@ def test_export_command_is_checked_against_pytorch(tmp_path):
     deploy.main(['export', '--checkpoint', str(_checkpoint(tmp_path / 'c.pth')), '--runtime', 'onnxruntime', '--out',
                  str(out)])
     report = json.loads((out / 'report.json').read_text())
-    assert report['precision'] == 'fp32' and report['batches_checked'] == [1, 3]
+    assert report['precision'] == 'fp32' and report['batch_check']['images'] == 3
 
 
 @pytest.mark.parametrize('argv, error', [

@@ -45,8 +45,8 @@ from .paper import PAPER
 CALIBRATION_IMAGES = 8
 
 __all__ = [
-    'CALIBRATION_IMAGES', 'default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound', 'run_bench', 'markdown_table',
-    'cpu_name']
+    'CALIBRATION_IMAGES', 'default_models', 'configure_dynamo', 'interleaved', 'malloc_setting', 'mod_bound',
+    'run_bench', 'markdown_table', 'cpu_name']
 
 
 def default_models() -> List[str]:
@@ -143,7 +143,7 @@ def _prepare(
         exporter: str = 'dynamo',
         threads: int = 1,
         precision: str = 'fp32',
-        keep: str = 'selector',
+        keep: str = 'none',
 ) -> Tuple[Dict[str, Any], Callable[[], Any], Optional[Callable[[], Any]]]:
     """A row describing the model and setting, an inference call and (with `train`) a training-step call.
 
@@ -270,7 +270,7 @@ def run_bench(
         runtime: str = 'eager',
         exporter: str = 'dynamo',
         precision: str = 'fp32',
-        keep: str = 'selector',
+        keep: str = 'none',
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Tuple[List[Dict[str, Any]], List[benchmark.Measurement]]:
     """Measure every model (and its paired baseline) in every (threads, batch size) setting.
@@ -404,8 +404,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='with --runtime onnxruntime or openvino: float32, or INT8 quantized by the runtime\'s own '
                              'post-training quantization, calibrated on %d random images (default fp32)'
                              % CALIBRATION_IMAGES)
-    parser.add_argument('--keep', default='selector', choices=deploy.KEEP,
-                        help='with --precision int8: what of every MoD block stays float32 (default: its selector)')
+    parser.add_argument('--keep', default='none', choices=deploy.KEEP,
+                        help='with --precision int8: what of every MoD block stays float32: none (the default) or '
+                             'its selector')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too); '
                                                                'the same as --runtime compile')
     parser.add_argument('--compile-mode', default=None,

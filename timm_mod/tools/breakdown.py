@@ -18,6 +18,7 @@ Example:
 """
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -147,7 +148,7 @@ def _optimized_scopes(path: str, scopes: Dict[str, str]) -> Dict[str, Tuple[str,
 
 def profile_onnxruntime(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
                         exporter: str = 'dynamo', precision: str = 'fp32', calibration=None,
-                        keep: str = 'selector') -> List[Dict[str, Any]]:
+                        keep: str = 'none') -> List[Dict[str, Any]]:
     """Mean time per call (ms) of every node ONNX Runtime executes, with its op type and module scope.
 
     Nodes are those of the optimised graph (fused convolutions, inserted layout reorders); `inserted` marks nodes the
@@ -157,7 +158,9 @@ def profile_onnxruntime(model: nn.Module, example: torch.Tensor, threads: int, i
     x = example.numpy()
     with tempfile.TemporaryDirectory() as tmp:
         path = deploy.deployed('onnxruntime', model, example, tmp, exporter, precision, calibration, keep)
-        scopes = deploy.onnx_node_scopes(path)
+        # the float32 export's (`deployed` writes it first): quantization keeps the names of the nodes it keeps, but
+        # its pre-processing drops the metadata the dynamo exporter keeps module paths in
+        scopes = deploy.onnx_node_scopes(os.path.join(tmp, 'model.onnx'))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -238,7 +241,7 @@ def _openvino_scopes(compiled, wrappers: Sequence[str] = ()) -> Dict[str, Tuple[
 
 def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iters: int = 20,
                      bf16: bool = False, precision: str = 'fp32', calibration=None,
-                     keep: str = 'selector') -> List[Dict[str, Any]]:
+                     keep: str = 'none') -> List[Dict[str, Any]]:
     """Mean time per call (ms) of every node OpenVINO executes (its performance counters), with op and scope.
 
     Scopes come from the runtime graph (`_openvino_scopes`); `inserted` marks the layout reorders OpenVINO added.
@@ -266,12 +269,15 @@ def profile_openvino(model: nn.Module, example: torch.Tensor, threads: int, iter
 
 
 def runtime_breakdown(model: nn.Module, x: torch.Tensor, runtime: str, threads: int, iters: int = 20,
-                      precision: str = 'fp32', keep: str = 'selector') -> Dict[str, Any]:
+                      precision: str = 'fp32', keep: str = 'none', exporter: str = 'dynamo') -> Dict[str, Any]:
     """Per-call times (ms) inside ONNX Runtime or OpenVINO: `model_ms` (all executed nodes), per MoD block `route_ms`,
     `block_ms`, `gather_fuse_ms` (including `reorder_ms`, the runtime's layout reorders charged to the block) and
     `total_ms`, and `ops`: time per op type over the whole model, most expensive first. INT8 models are calibrated on
-    the bench's random images (`timm_mod.tools.bench.CALIBRATION_IMAGES`)."""
-    profile = profile_onnxruntime if runtime == 'onnxruntime' else profile_openvino
+    the bench's random images (`timm_mod.tools.bench.CALIBRATION_IMAGES`); `exporter` is ONNX Runtime's."""
+    if runtime == 'onnxruntime':
+        profile = functools.partial(profile_onnxruntime, exporter=exporter)
+    else:
+        profile = profile_openvino
     calibration = None
     if precision == 'int8':
         gen = torch.Generator().manual_seed(0)
@@ -318,8 +324,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                              '(their profilers); default eager')
     parser.add_argument('--precision', default='fp32', choices=deploy.PRECISIONS,
                         help='with --runtime onnxruntime or openvino: float32 or INT8 (default fp32)')
-    parser.add_argument('--keep', default='selector', choices=deploy.KEEP,
-                        help='with --precision int8: what of every MoD block stays float32 (default: its selector)')
+    parser.add_argument('--keep', default='none', choices=deploy.KEEP,
+                        help='with --precision int8: what of every MoD block stays float32: none (the default) or '
+                             'its selector')
+    parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
+                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, as the '
+                             'bench\'s; the INT8 tables use torchscript)')
     parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (a new file)')
     args = parser.parse_args(argv)
     if args.runtime != 'eager':
@@ -360,8 +370,10 @@ def _sections(args: argparse.Namespace, models: List[str]) -> List[str]:
                 if args.runtime == 'eager':
                     sections.append(markdown(name, setting, block_breakdown(model, x, args.iters)))
                 else:
-                    result = runtime_breakdown(model, x, args.runtime, t, args.iters, args.precision, args.keep)
-                    label = args.runtime + (f' INT8 ({args.keep} kept float32)' if args.precision == 'int8' else '')
+                    result = runtime_breakdown(model, x, args.runtime, t, args.iters, args.precision, args.keep,
+                                               args.exporter)
+                    label = args.runtime + (f' ({args.exporter} export)' if args.runtime == 'onnxruntime' else '')
+                    label += f' INT8 ({args.keep} kept float32)' if args.precision == 'int8' else ''
                     sections.append(runtime_markdown(name, f'{label}, {setting}', result))
                 print(sections[-1] + '\n', flush=True)
     return sections

@@ -99,27 +99,32 @@ PAYOFF_MODELS = ('resnet50_mod', 'resnet75_mod', 'resnet86_mod', 'mobilenetv2_mo
 
 def render_int8(rows: List[Dict[str, Any]]) -> str:
     """The paper models in ONNX Runtime and OpenVINO, float32 beside INT8: each one's speed-up over its baseline in the
-    same precision (the fraction of its bound in brackets), and what INT8 gains over float32 for the model itself."""
+    same precision (the fraction of its bound in brackets), and what INT8 gains over float32 for the model itself.
+
+    INT8 with every MoD block's selector kept in float32 (`--keep selector`) gets its own column where measured."""
     found: Dict[tuple, Dict[str, Any]] = {}
     for r in rows:
         if r.get('runtime') in ('onnxruntime', 'openvino') and r.get('precision') in ('fp32', 'int8'):
-            found[(r['runtime'], r['threads'], r['batch_size'], r['precision'], r['model'])] = r
-    lines = ['| runtime | threads | batch | model | float32 speed-up (of bound) | INT8 speed-up (of bound) | INT8 over '
-             'float32 |', '|---|---|---|---|---|---|---|']
+            variant = r['precision'] if r['precision'] == 'fp32' or r.get('keep') in (None, 'none') else 'int8-selector'
+            found[(r['runtime'], r['threads'], r['batch_size'], variant, r['model'])] = r
+    variants = [v for v in ('fp32', 'int8', 'int8-selector') if any(k[3] == v for k in found)]
+    titles = {'fp32': 'float32', 'int8': 'INT8', 'int8-selector': 'INT8, selector float32'}
+    lines = ['| runtime | threads | batch | model | ' + ' | '.join(f'{titles[v]} speed-up (of bound)' for v in variants)
+             + ' | INT8 over float32 |', '|---|---|---|---|' + '---|' * (len(variants) + 1)]
     settings = sorted({k[:3] for k in found}, key=lambda k: (k[0], k[1], k[2]))
     for runtime, threads, batch in settings:
         for model in PAYOFF_MODELS:
             cells = []
-            for precision in ('fp32', 'int8'):
-                r = found.get((runtime, threads, batch, precision, model))
-                bound = found.get((runtime, threads, batch, precision, f'{model}[bound]'))
+            for variant in variants:
+                r = found.get((runtime, threads, batch, variant, model))
+                bound = found.get((runtime, threads, batch, variant, f'{model}[bound]'))
                 cells.append('-' if r is None else f'{r["speedup"]:.2f}' + (
                     f' ({r["speedup"] / bound["speedup"]:.2f})' if bound else ''))
-            fp32, int8 = (found.get((runtime, threads, batch, p, model)) for p in ('fp32', 'int8'))
+            fp32, int8 = (found.get((runtime, threads, batch, v, model)) for v in ('fp32', 'int8'))
             gain = f'{fp32["latency_ms"] / int8["latency_ms"]:.2f}' if fp32 and int8 else '-'
-            if fp32 or int8:
-                lines.append(f'| {RUNTIME_NAMES[runtime]} | {threads} | {batch} | {model} | {cells[0]} | {cells[1]} | '
-                             f'{gain} |')
+            if any(c != '-' for c in cells):
+                lines.append(f'| {RUNTIME_NAMES[runtime]} | {threads} | {batch} | {model} | ' + ' | '.join(cells)
+                             + f' | {gain} |')
     return '\n'.join(lines)
 
 
