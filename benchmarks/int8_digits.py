@@ -2,10 +2,11 @@
 
 Trains resnet18_mod and mobilenetv2_mod with the quick start's recipe (./train.sh digits MODEL, or takes
 --checkpoints), quantizes each to INT8 in ONNX Runtime (static QDQ) and OpenVINO (NNCF) as
-`python -m timm_mod.tools.deploy quantize` does, calibrated on 256 training images, with every MoD block quantized
-(plain post-training quantization) and with every block's selector kept in float32, and compares each INT8 model with
-the float32 one in the same runtime on the 364 validation images: top-1 of both, top-1 agreement, and how many channel
-selections (per MoD block and image: the k channels, in the order they are fused) INT8 keeps.
+`python -m timm_mod.tools.deploy quantize` does, calibrated on 256 training images drawn at random, with every MoD
+block quantized (plain post-training quantization) and with every block's selector kept in float32, and compares
+each INT8 model with the float32 one in the same runtime on the 364 validation images: top-1 of both, top-1
+agreement, and how many channel selections (per MoD block and image: the k channels, in the order they are fused)
+INT8 keeps.
 
     python benchmarks/int8_digits.py                           # trains both models first: about 5 minutes
     python benchmarks/int8_digits.py --checkpoints output/train/digits-resnet18_mod-*/model_best.pth.tar
@@ -25,20 +26,10 @@ CALIBRATION_IMAGES = 256
 
 
 def _train_batches(model: torch.nn.Module, images: int) -> List:
-    """The first `images` training images, as evaluated (the calibration set)."""
-    from timm.data import create_dataset, create_loader, resolve_data_config
+    """`images` training images drawn at random, as evaluated (the calibration set, as the deploy command takes it)."""
+    from timm_mod.tools.deploy import sample_batches
     from timm_mod.tools.train import digits_root
-    config = resolve_data_config({'input_size': (3, 32, 32), 'crop_pct': 1.0}, model=model)
-    dataset = create_dataset('', root=str(digits_root()), split='train')
-    loader = create_loader(dataset, input_size=config['input_size'], batch_size=32, is_training=False,
-                           interpolation=config['interpolation'], mean=config['mean'], std=config['std'],
-                           crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
-    batches = []
-    for x, _ in loader:
-        batches.append(x.numpy())
-        if sum(len(b) for b in batches) >= images:
-            break
-    return batches
+    return [x.numpy() for x, _ in sample_batches(digits_root(), 'train', model, images, img_size=32, crop_pct=1.0)]
 
 
 def _top1(runtime: str, graph, batches) -> float:
