@@ -2,9 +2,9 @@
 # INT8 against float32 in ONNX Runtime and OpenVINO: the paper models (resnet50/75/86_mod, mobilenetv2_mod(_l)),
 # their baselines and their bounds, each quantized by the runtime's own post-training quantization (calibrated on 8
 # random images; once with everything quantized, once with every MoD block's selector kept in float32) and in float32,
-# timed in turn (1 thread, batch 1 and 32), then the table of docs/deployment.md's INT8 speed section. About 90
+# timed in turn (1 thread, batch 1 and 32), then the table of docs/deployment.md's INT8 speed section. About 40
 # minutes on 2 cores; run it on an otherwise idle machine. `./benchmarks/int8_speed.sh int8` runs only the INT8 runs
-# with everything quantized (about 35 minutes) and keeps the other files. Results go to
+# with everything quantized (about 12 minutes) and keeps the other files. Results go to
 # benchmarks/results/int8/ (earlier ones are moved to benchmarks/results/old/, never overwritten).
 set -euo pipefail
 cd "$(dirname "$0")/.."
