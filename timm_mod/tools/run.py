@@ -34,7 +34,8 @@ __all__ = ['TimmScriptError', 'cache_root', 'timm_repo_cache', 'find_timm_repo',
 
 TIMM_REPO_URL = 'https://github.com/huggingface/pytorch-image-models'
 TIMM_SCRIPTS = ('train.py', 'validate.py', 'benchmark.py', 'inference.py', 'onnx_export.py')
-CLONE_TIMEOUT_S = 300
+# how long the one-time clone of timm's scripts may take before the launcher gives up and says how to fix it
+CLONE_SECONDS = 300
 
 
 class TimmScriptError(RuntimeError):
@@ -84,9 +85,10 @@ def _clone(dest: Path) -> None:
         cmd = ['git', 'clone', '-q', '--depth', '1', '--branch', tag, TIMM_REPO_URL, str(Path(tmp) / 'repo')]
         env = dict(os.environ, GIT_TERMINAL_PROMPT='0')  # fail instead of waiting for credentials
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CLONE_TIMEOUT_S)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CLONE_SECONDS)
         except subprocess.TimeoutExpired:
-            raise TimmScriptError(f'git clone of {TIMM_REPO_URL} timed out.\n{_how_to_fix()}') from None
+            raise TimmScriptError(
+                f'git clone of {TIMM_REPO_URL} took over {CLONE_SECONDS} s: stopped.\n{_how_to_fix()}') from None
         if proc.returncode:
             raise TimmScriptError(
                 f'timm\'s train.py was not found and cloning {TIMM_REPO_URL} at {tag} failed:\n'
