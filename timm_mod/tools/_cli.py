@@ -4,8 +4,8 @@ Every tool reports bad input the same way and before it starts its work: numbers
 argument types here, models by `check_models`, devices by `check_device`. Result files are created exclusively
 (`new_file`) and folders written whole (`NewFolder`), so a tool never overwrites what it did not write in the same
 run: an existing file or a concurrent run is refused before any work; a run that fails removes only what it wrote
-(parent folders it had to create stay, empty);
-what an interrupted run left is cleaned, or put back, by the next run for the same place, which says so.
+(parent folders it had to create stay, empty); what an interrupted run left is cleaned, or put back, by the next run
+for the same place, which says so.
 """
 import argparse
 import contextlib
@@ -144,12 +144,12 @@ def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
         raise ImportError(f'{purpose} needs {package}: pip install "timm-mod[{extra}]"', name=package) from e
 
 
-# --- outputs that never overwrite
-
 def first_line(error: BaseException) -> str:
     """An exception's first line, for a one-line error message that quotes it."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
+
+# --- outputs that never overwrite
 
 class OutputError(Exception):
     """An output path that would overwrite something, or that another run is writing; the message says which."""

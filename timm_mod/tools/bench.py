@@ -397,16 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--runtime', default='eager', choices=deploy.RUNTIMES,
                         help='what runs the models (default eager): PyTorch eager, torch.compile, ONNX Runtime or '
                              'OpenVINO (CPU; --amp there means bfloat16 inference precision)')
-    parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
-                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s '
-                             'default)')
-    parser.add_argument('--precision', default='fp32', choices=deploy.PRECISIONS,
-                        help='with --runtime onnxruntime or openvino: float32, or INT8 quantized by the runtime\'s own '
-                             'post-training quantization, calibrated on %d random images (default fp32)'
-                             % CALIBRATION_IMAGES)
-    parser.add_argument('--keep', default='none', choices=deploy.KEEP,
-                        help='with --precision int8: what of every MoD block stays float32: none (the default) or '
-                             'its selector')
+    deploy.add_graph_arguments(parser, CALIBRATION_IMAGES)
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (baselines too); '
                                                                'the same as --runtime compile')
     parser.add_argument('--compile-mode', default=None,

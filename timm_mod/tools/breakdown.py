@@ -322,14 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--runtime', default='eager', choices=('eager', 'onnxruntime', 'openvino'),
                         help='eager (forward hooks in PyTorch) or the exported model in ONNX Runtime / OpenVINO '
                              '(their profilers); default eager')
-    parser.add_argument('--precision', default='fp32', choices=deploy.PRECISIONS,
-                        help='with --runtime onnxruntime or openvino: float32 or INT8 (default fp32)')
-    parser.add_argument('--keep', default='none', choices=deploy.KEEP,
-                        help='with --precision int8: what of every MoD block stays float32: none (the default) or '
-                             'its selector')
-    parser.add_argument('--exporter', default='dynamo', choices=deploy.EXPORTERS,
-                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, as the '
-                             'bench\'s; the INT8 tables use torchscript)')
+    deploy.add_graph_arguments(parser, CALIBRATION_IMAGES)
     parser.add_argument('--out', metavar='FILE', help='also write the markdown to FILE (a new file)')
     args = parser.parse_args(argv)
     if args.runtime != 'eager':

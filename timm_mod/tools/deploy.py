@@ -41,9 +41,9 @@ from ..layers import MoDBlock
 
 
 __all__ = [
-    'RUNTIMES', 'EXPORTERS', 'PRECISIONS', 'KEEP', 'require', 'export_onnx', 'onnx_node_scopes', 'kept_scopes',
-    'quantize_onnx', 'quantize_openvino', 'onnxruntime_session', 'openvino_model', 'WithSelections', 'deployed',
-    'runner', 'compare_int8', 'quantize_and_compare', 'save_deployed', 'sample_batches', 'main']
+    'RUNTIMES', 'EXPORTERS', 'PRECISIONS', 'KEEP', 'require', 'add_graph_arguments', 'export_onnx', 'onnx_node_scopes',
+    'kept_scopes', 'quantize_onnx', 'quantize_openvino', 'onnxruntime_session', 'openvino_model', 'WithSelections',
+    'deployed', 'runner', 'compare_int8', 'quantize_and_compare', 'save_deployed', 'sample_batches', 'main']
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime', 'openvino')
 EXPORTERS = ('dynamo', 'torchscript')
@@ -62,6 +62,20 @@ def require(runtime: str, precision: str = 'fp32') -> None:
     if missing:
         raise ImportError(f'--runtime {runtime}{" in int8" if precision == "int8" else ""} needs {", ".join(missing)}: '
                           f'pip install "timm-mod[deploy]"')
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser, calibration_images: int) -> None:
+    """The options the bench and the breakdown share for exported models: --exporter, --precision, --keep."""
+    parser.add_argument('--exporter', default='dynamo', choices=EXPORTERS,
+                        help='torch.onnx.export\'s exporter for --runtime onnxruntime (default dynamo, torch\'s '
+                             'default; the INT8 tables use torchscript)')
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                        help='with --runtime onnxruntime or openvino: float32, or INT8 quantized by the runtime\'s own '
+                             'post-training quantization, calibrated on %d random images (default fp32)'
+                             % calibration_images)
+    parser.add_argument('--keep', default='none', choices=KEEP,
+                        help='with --precision int8: what of every MoD block stays float32: none (the default) or '
+                             'its selector')
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str, exporter: str = 'dynamo') -> str:
@@ -171,8 +185,7 @@ def _shapes_from_quantized(path: str) -> None:
     """Read every shape the graph reads of a dequantized tensor from the quantized tensor itself (the same shape).
 
     The MoD gather reads its input's shape to serve every batch size; read off the DequantizeLinear's output, it makes
-    ONNX Runtime dequantize (and reorder) the whole feature map only to read its shape: about 5 % of resnet50_mod's
-    INT8 time at batch 1.
+    ONNX Runtime dequantize (and reorder) the whole feature map only to read its shape.
     """
     import onnx
     proto = onnx.load(path)
@@ -545,7 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 held_out = [(torch.randn(3, _in_chans(model), size, size, generator=torch.Generator().manual_seed(0)),
                              None)]
             example = held_out[0][0][:1]
-            x3 = torch.cat([x for x, _ in held_out])[:3]
+            x3 = torch.cat([x for x, _ in held_out[:3]])[:3]  # batches hold at least an image each
             with target.staging() as folder, tempfile.TemporaryDirectory() as tmp:
                 if precision == 'int8':  # the graph compared is the graph written
                     report, graph = quantize_and_compare(args.runtime, model, held_out, calibration, tmp, keep,
